@@ -1,0 +1,317 @@
+"""Side-by-side parity with the original Lua code: python parity.py [DIR]
+
+Runs every golden case found in DIR (default: ../shared/parity, then tests/fixtures/lua) — data written by
+running the original Torch7 files on a CPU — through this port, and prints one row per compared quantity:
+case, quantity, precision, max relative error (max |ours - lua| / max |lua| per tensor, the worst tensor),
+tolerance and verdict. Exit status 1 if any row fails.
+"""
+import contextlib
+import io
+import json
+import math
+import os
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+import models
+from train import Trainer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SEARCH_DIRS = (os.path.join(HERE, '..', 'shared', 'parity'), os.path.join(HERE, 'tests', 'fixtures', 'lua'))
+
+
+def find_case(name, dirs=SEARCH_DIRS):
+    """The folder holding NAME.json and NAME.bin, or None."""
+    for d in dirs:
+        if os.path.isfile(os.path.join(d, name + '.json')) and os.path.isfile(os.path.join(d, name + '.bin')):
+            return d
+    return None
+
+
+def load_case(name, dirs=SEARCH_DIRS):
+    """(meta, {tensor name: numpy array}) of a golden case (format: the golden README)."""
+    folder = find_case(name, dirs)
+    if folder is None:
+        raise FileNotFoundError(f'golden case {name} not found in {", ".join(dirs)}')
+    with open(os.path.join(folder, name + '.json')) as f:
+        index = json.load(f)
+    with open(os.path.join(folder, name + '.bin'), 'rb') as f:
+        blob = f.read()
+    tensors = {}
+    for key, info in index['tensors'].items():
+        dtype = np.dtype(info['dtype']).newbyteorder('<')
+        count = int(np.prod(info['shape']))
+        tensors[key] = np.frombuffer(blob, dtype, count, info['offset']).reshape(info['shape'])
+    return index['meta'], tensors
+
+
+def rel_err(ours, lua):
+    ours = torch.as_tensor(ours).detach().double().cpu()
+    lua = torch.from_numpy(np.array(lua, dtype=np.float64))
+    scale = lua.abs().max().item()
+    return (ours - lua).abs().max().item() / (scale if scale > 0 else 1.0)
+
+
+class Report:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, case, quantity, precision, err, tol, absolute=False):
+        ok = err <= tol and math.isfinite(err)
+        self.rows.append((case, quantity, precision, err, tol, 'abs' if absolute else 'rel', ok))
+        return ok
+
+    @property
+    def passed(self):
+        return all(row[-1] for row in self.rows)
+
+    def table(self):
+        head = ('case', 'quantity', 'precision', 'max error', 'tolerance', 'verdict')
+        body = [(c, q, p, f'{e:.2e} {kind}', f'{t:.0e}', 'ok' if ok else 'FAIL')
+                for c, q, p, e, t, kind, ok in self.rows]
+        widths = [max(len(str(r[i])) for r in [head] + body) for i in range(len(head))]
+        fmt = '  '.join(f'{{:<{w}}}' for w in widths)
+        return '\n'.join([fmt.format(*head), fmt.format(*('-' * w for w in widths))] + [fmt.format(*r) for r in body])
+
+
+def _model_opt(netType, dataset, memory):
+    return SimpleNamespace(netType=netType, dataset=dataset, optnet=memory == 'recompute', optMemory=0,
+                           shareGradInput=memory == 'share')
+
+
+def bns(module):
+    return [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+def load_golden_state(module, meta, tensors, param_prefix, bn_prefix=None):
+    """Copy golden parameters (and running statistics) into module by Lua order, checking every shape."""
+    params = list(module.parameters())
+    assert len(params) == len(meta['params']), (len(params), len(meta['params']))
+    with torch.no_grad():
+        for p, info in zip(params, meta['params']):
+            assert list(p.shape) == info['shape'], (info['name'], tuple(p.shape), info['shape'])
+            p.copy_(torch.from_numpy(np.array(tensors[param_prefix + info['name']])))
+        if bn_prefix is not None:
+            for bn, info in zip(bns(module), meta['bn_modules']):
+                bn.running_mean.copy_(torch.from_numpy(np.array(tensors[f'{bn_prefix}{info["name"]}.running_mean'])))
+                bn.running_var.copy_(torch.from_numpy(np.array(tensors[f'{bn_prefix}{info["name"]}.running_var'])))
+
+
+def worst(pairs):
+    return max((rel_err(a, b) for a, b in pairs), default=0.0)
+
+
+def bn_errors(module, meta, tensors, prefix):
+    return worst((t, tensors[f'{prefix}{info["name"]}.{field}'])
+                 for bn, info in zip(bns(module), meta['bn_modules'])
+                 for field, t in (('running_mean', bn.running_mean), ('running_var', bn.running_var)))
+
+
+def check_gunnlayer(report, case, dirs=SEARCH_DIRS, modes=models.gunn_layer.MEMORY_MODES):
+    """One GunnLayer(16, 4) in float64: train output, gradients, running statistics, eval output."""
+    meta, t = load_case(case, dirs)
+    dataset = 'imagenet' if case.endswith('imagenet') else 'cifar10'
+    tol = 1e-10
+    for memory in modes:
+        layer = models.GunnLayer(16, 4, dataset, memory).double()
+        load_golden_state(layer, meta, t, 'param/', 'bn_before/')
+        x = torch.from_numpy(np.array(t['input'])).requires_grad_()
+        out = layer(x)
+        out.backward(torch.from_numpy(np.array(t['grad_output'])))
+        name = f'{case} [{memory}]'
+        report.add(name, 'train output', 'float64', rel_err(out, t['output_train']), tol)
+        report.add(name, 'gradInput', 'float64', rel_err(x.grad, t['grad_input']), tol)
+        report.add(name, 'gradParameters', 'float64',
+                   worst((p.grad, t['grad_param/' + i['name']]) for p, i in zip(layer.parameters(), meta['params'])), tol)
+        report.add(name, 'running stats', 'float64', bn_errors(layer, meta, t, 'bn_after/'), tol)
+        layer.eval()
+        with torch.no_grad():
+            report.add(name, 'eval output', 'float64', rel_err(layer(x), t['output_eval']), tol)
+
+
+class _RecordingLoss(nn.CrossEntropyLoss):
+    def __init__(self):
+        super().__init__()
+        self.values = []
+
+    def forward(self, output, target):
+        loss = super().forward(output, target)
+        self.values.append(loss.item())
+        return loss
+
+
+class _GoldenBatches:
+    """A loader over fixed golden batches, with the interface Trainer expects."""
+    nCrops = 1
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def size(self):
+        return len(self.batches)
+
+    def run(self, epoch):
+        yield from enumerate(self.batches, 1)
+
+
+def _zero_grad_bias(name):
+    # the biases whose gradient is mathematically zero in training mode (golden README)
+    return name.endswith('.1.2.8.bias') or name.endswith('.1.1.2.bias')
+
+
+def check_gunn15(report, dirs=SEARCH_DIRS, memory='share'):
+    meta, t = load_case('gunn15_cifar10', dirs)
+    T = lambda key: torch.from_numpy(np.array(t[key]))  # noqa: E731
+    target = T('target') - 1
+    case = f'gunn15_cifar10 [{memory}]'
+
+    model = models.create(_model_opt('gunn-15', 'cifar10', memory)).double()
+    report.add(case, 'print(model) differs', 'text', float(models.lua_string(model) != meta['model_string']), 0,
+               absolute=True)
+    load_golden_state(model, meta, t, 'init/param/')
+    model.eval()
+    with torch.no_grad():
+        report.add(case, 'init eval logits', 'float64', rel_err(model(T('eval_input').double()), t['f64/init/eval_logits']), 1e-9)
+    model.train()
+    x = T('input').double().requires_grad_()
+    logits = model(x)
+    loss = nn.functional.cross_entropy(logits, target)
+    loss.backward()
+    report.add(case, 'logits', 'float64', rel_err(logits, t['f64/fwd/logits']), 1e-10)
+    report.add(case, 'loss', 'float64', abs(loss.item() - meta['f64']['fwd_loss']) / meta['f64']['fwd_loss'], 1e-12)
+    report.add(case, 'gradInput', 'float64', rel_err(x.grad, t['f64/fwd/grad_input']), 1e-9)
+    named = list(zip(model.parameters(), meta['params']))
+    # the golden gradients are float64 values stored as float32: 6e-8 is their rounding
+    report.add(case, 'gradParameters', 'float64', worst((p.grad, t['f64/fwd/grad_param/' + i['name']])
+                                                        for p, i in named if not _zero_grad_bias(i['name'])), 1e-6)
+    report.add(case, 'zero-gradient BN biases', 'float64',
+               max(p.grad.abs().max().item() for p, i in named if _zero_grad_bias(i['name'])), 1e-12, absolute=True)
+    report.add(case, 'running stats', 'float64', bn_errors(model, meta, t, 'f64/fwd/bn/'), 1e-10)
+
+    # three steps of Trainer.train on the golden batches, from the initial weights again
+    model = models.create(_model_opt('gunn-15', 'cifar10', memory)).double()
+    load_golden_state(model, meta, t, 'init/param/')
+    opt = SimpleNamespace(dataset='cifar10', nEpochs=300, LR=0.1, momentum=0.9, weightDecay=1e-4,
+                          precision='double', progress='lines')
+    criterion = _RecordingLoss()
+    batches = [{'input': T(f'train/batch{i}/input'), 'target': T(f'train/batch{i}/target') - 1} for i in (1, 2, 3)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        Trainer(model, criterion, opt).train(1, _GoldenBatches(batches))
+    lua_losses = [s['loss'] for s in meta['f64']['train']['steps']]
+    report.add(case, '3 SGD steps: losses', 'float64',
+               max(abs(a - b) / abs(b) for a, b in zip(criterion.values, lua_losses)), 1e-10)
+    report.add(case, '3 SGD steps: parameters', 'float64',
+               worst((p, t['f64/train/after3/param/' + i['name']]) for p, i in zip(model.parameters(), meta['params'])
+                     if not _zero_grad_bias(i['name'])), 1e-6)
+    report.add(case, '3 SGD steps: zero-gradient BN biases', 'float64',
+               max(p.abs().max().item() for p, i in zip(model.parameters(), meta['params']) if _zero_grad_bias(i['name'])),
+               1e-12, absolute=True)
+    report.add(case, '3 SGD steps: running stats', 'float64', bn_errors(model, meta, t, 'f64/train/after3/bn/'), 1e-9)
+    model.eval()
+    with torch.no_grad():
+        report.add(case, '3 SGD steps: eval logits', 'float64',
+                   rel_err(model(T('eval_input').double()), t['f64/train/after3/eval_logits']), 1e-8)
+
+    # float32 is well conditioned in the forward pass only (golden README)
+    model = models.create(_model_opt('gunn-15', 'cifar10', memory))
+    load_golden_state(model, meta, t, 'init/param/')
+    with torch.no_grad():
+        report.add(case, 'logits', 'float32', rel_err(model(T('input')), t['f32/fwd/logits']), 1e-5)
+
+
+def gunn18_fill(model):
+    """The golden README's deterministic weights: tensor k, element j -> float32(0.05 sin(0.37 j + k))."""
+    with torch.no_grad():
+        for k, p in enumerate(model.parameters(), 1):
+            j = np.arange(1, p.numel() + 1, dtype=np.float64)
+            p.copy_(torch.from_numpy((0.05 * np.sin(0.37 * j + k)).astype(np.float32).reshape(p.shape)))
+
+
+def check_gunn18(report, dirs=SEARCH_DIRS, precisions=('float64', 'float32')):
+    meta, t = load_case('gunn18_imagenet', dirs)
+    tols = {'float64': {'eval logits': 1e-10, 'train logits': 1e-9, 'train features': 1e-8},
+            'float32': {'eval logits': 1e-5, 'train logits': 1e-3, 'train features': 1e-1}}
+    for precision in precisions:
+        dtype = getattr(torch, precision)
+        prefix = 'f64/' if precision == 'float64' else ''
+        model = models.create(_model_opt('gunn-18', 'imagenet', 'share'))
+        report.add('gunn18_imagenet', 'print(model) differs', 'text',
+                   float(models.lua_string(model) != meta['model_string']), 0, absolute=True)
+        gunn18_fill(model)
+        model.to(dtype)
+        features = {}
+        model[-1].register_forward_hook(lambda m, inp, out: features.update(value=inp[0]))
+        x = torch.from_numpy(np.array(t['input'])).to(dtype)
+        with torch.no_grad():
+            model.eval()  # the Lua ran the eval-mode forward first, then the training-mode one
+            report.add('gunn18_imagenet', 'eval logits', precision, rel_err(model(x), t[prefix + 'eval_logits']),
+                       tols[precision]['eval logits'])
+            model.train()
+            logits = model(x)
+        report.add('gunn18_imagenet', 'train logits', precision, rel_err(logits, t[prefix + 'train_logits']),
+                   tols[precision]['train logits'])
+        report.add('gunn18_imagenet', 'train features', precision,
+                   rel_err(features['value'], t[prefix + 'train_features']), tols[precision]['train features'])
+
+
+def check_extras(report, dirs=SEARCH_DIRS):
+    """Learning-rate schedule, computeScore and optim.sgd on a vector."""
+    meta, t = load_case('extras', dirs)
+    worst_lr = 0.0
+    for name, info in meta['lr_schedule'].items():
+        nEpochs = int(name.rsplit('nEpochs', 1)[1])
+        trainer = SimpleNamespace(opt=SimpleNamespace(dataset=info['dataset'], nEpochs=nEpochs, LR=info['LR']))
+        ours = [Trainer.learningRate(trainer, e) for e in range(1, len(info['lr']) + 1)]
+        worst_lr = max(worst_lr, max(abs(a - b) / b for a, b in zip(ours, info['lr'])))
+    report.add('extras', 'learning-rate schedules', 'float64', worst_lr, 0.0)
+    for kind, nCrops in (('single', 1), ('tencrop', 10)):
+        top1, top5 = Trainer.computeScore(torch.from_numpy(np.array(t[f'score/{kind}/logits'])),
+                                          torch.from_numpy(np.array(t[f'score/{kind}/target'])) - 1, nCrops)
+        lua = meta['compute_score'][kind]
+        report.add('extras', f'computeScore ({kind})', 'float32',
+                   max(abs(top1 - lua['top1_err']), abs(top5 - lua['top5_err'])), 1e-9, absolute=True)
+    x = torch.from_numpy(np.array(t['sgd/x0'])).clone().requires_grad_()
+    state = meta['sgd']['state']
+    sgd = torch.optim.SGD([x], lr=state['learningRate'], momentum=state['momentum'], dampening=state['dampening'],
+                          nesterov=state['nesterov'], weight_decay=state['weightDecay'])
+    errs = []
+    for i in (1, 2, 3):
+        x.grad = torch.from_numpy(np.array(t[f'sgd/grad{i}'])).clone()
+        sgd.step()
+        errs += [rel_err(x, t[f'sgd/x_after{i}']),
+                 rel_err(sgd.state[x]['momentum_buffer'], t[f'sgd/momentum_buffer_after{i}'])]
+    report.add('extras', 'optim.sgd (3 steps)', 'float64', max(errs), 1e-15)
+
+
+CASES = {
+    'gunnlayer_cifar': lambda r, d: check_gunnlayer(r, 'gunnlayer_cifar', d),
+    'gunnlayer_imagenet': lambda r, d: check_gunnlayer(r, 'gunnlayer_imagenet', d),
+    'gunn15_cifar10': lambda r, d: check_gunn15(r, d),
+    'gunn18_imagenet': lambda r, d: check_gunn18(r, d),
+    'extras': lambda r, d: check_extras(r, d),
+}
+
+
+def main(argv):
+    dirs = (argv[0],) if argv else SEARCH_DIRS
+    report = Report()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    for name, check in CASES.items():
+        if find_case(name, dirs) is None:
+            print(f'-- {name}: not found, skipped')
+            continue
+        check(report, dirs)
+    if not report.rows:
+        print(f'no golden data found in {", ".join(dirs)}', file=sys.stderr)
+        return 1
+    print(report.table())
+    print(f'\n{sum(r[-1] for r in report.rows)}/{len(report.rows)} comparisons within tolerance')
+    return 0 if report.passed else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))
