@@ -10,11 +10,9 @@ any machine, and are written atomically: a killed run leaves the previous file i
   the lowest test top-1 error so far.
 """
 import os
-import pickle
-import zipfile
+import sys
 
-import torch
-
+import torch_files
 from errors import GunnError
 from models.setup import clean_state_dict
 
@@ -26,45 +24,20 @@ def _cpu_state(model):
     return {k: v.detach().cpu().clone() for k, v in clean_state_dict(model.state_dict()).items()}
 
 
-def atomic_save(obj, path):
-    """torch.save through a temporary file in the same folder, fsynced, then renamed over path."""
-    tmp = f'{path}.tmp-{os.getpid()}'
-    try:
-        with open(tmp, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-
-
-def read(path):
-    """torch.load of one of our files, with any failure turned into a one-line GunnError."""
-    if not os.path.isfile(path):
-        raise GunnError(f'checkpoint file not found: {path}')
-    try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise GunnError(f'cannot read checkpoint {path}: truncated or not a checkpoint file ({reason})') from None
-
-
 def load_file(path):
     """A model checkpoint dict ({'model': state_dict, ...}) from one of our files."""
-    obj = read(path)
+    obj = torch_files.load(path, 'checkpoint file')
     if not isinstance(obj, dict) or 'model' not in obj:
         raise GunnError(f'{path} is not a GUNN checkpoint (no model state in it)')
     return obj
 
 
-def latest(opt):
+def bn_group(batchSize, worldSize, bnSplit):
+    """Images over which one BatchNorm normalises: the global batch over processes and -bnSplit slices."""
+    return batchSize / (worldSize * bnSplit)
+
+
+def latest(opt, worldSize=1):
     """(checkpoint, optimState) from -resume DIR, or (None, None) when there is nothing to resume."""
     if opt.resume == 'none':
         return None, None
@@ -77,12 +50,19 @@ def latest(opt):
     if 'optimState' not in checkpoint or 'epoch' not in checkpoint:
         raise GunnError(f'{path} is not a latest checkpoint (no optimizer state or epoch)')
     checkpoint['path'] = path
+    saved = checkpoint['opt']
+    before = bn_group(saved['batchSize'], checkpoint['worldSize'], saved.get('bnSplit', 1))
+    now = bn_group(opt.batchSize, worldSize, opt.bnSplit)
+    if before != now:
+        print(f'warning: this run was trained with BatchNorm over {before:g} images per group '
+              f'({checkpoint["worldSize"]} process(es)) and continues with {now:g}: the BatchNorm statistics, '
+              'and so the experiment, change', file=sys.stderr)
     return checkpoint, checkpoint['optimState']
 
 
 def load_optim_state(path):
     """-optimState FILE: an optimizer state_dict, or the one inside a latest checkpoint."""
-    obj = read(path)
+    obj = torch_files.load(path, 'checkpoint file')
     state = obj.get('optimState', obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or 'param_groups' not in state:
         raise GunnError(f'{path} holds no optimizer state')
@@ -95,6 +75,6 @@ def save(epoch, model, optimState, isBestModel, opt, best, worldSize=1):
     options = dict(vars(opt))
     common = {'epoch': epoch, 'netType': opt.netType, 'dataset': opt.dataset, 'model': state, 'opt': options}
     if isBestModel:
-        atomic_save({**common, 'top1': best[0], 'top5': best[1]}, os.path.join(opt.save, BEST))
-    atomic_save({**common, 'optimState': optimState, 'bestTop1': best[0], 'bestTop5': best[1],
-                 'worldSize': worldSize}, os.path.join(opt.save, LATEST))
+        torch_files.save_atomic({**common, 'top1': best[0], 'top5': best[1]}, os.path.join(opt.save, BEST))
+    torch_files.save_atomic({**common, 'optimState': optimState, 'bestTop1': best[0], 'bestTop5': best[1],
+                             'worldSize': worldSize}, os.path.join(opt.save, LATEST))

@@ -6,6 +6,7 @@ import time
 import torch
 
 import checkpoints
+import distributed
 import models
 import opts
 from dataloader import DataLoader
@@ -14,29 +15,28 @@ from errors import GunnError
 from train import Trainer
 
 
-def pick_device(opt):
-    gpus = torch.cuda.device_count() if opt.device != 'cpu' else 0
-    if opt.device == 'cuda' and gpus == 0:
-        raise GunnError('-device cuda, but no GPU is visible')
-    if opt.nGPU > max(gpus, 1):
-        raise GunnError(f'-nGPU {opt.nGPU}, but only {gpus} GPU(s) are visible')
-    return 'cuda' if gpus else 'cpu'
-
-
 def main(argv):
     opt = opts.parse(argv)
-    device = pick_device(opt)
+    distributed.launch(run, opt)  # run() here, or once per process with -nGPU N / torchrun
+
+
+def run(opt, process):
     torch.manual_seed(opt.manualSeed)
 
     # Load previous checkpoint, if it exists
-    checkpoint, optimState = checkpoints.latest(opt)
+    checkpoint, optimState = checkpoints.latest(opt, process.world_size)
     if checkpoint is None and opt.optimState != 'none':
         optimState = checkpoints.load_optim_state(opt.optimState)
 
+    # Create model
     model, criterion = models.setup(opt, checkpoint)
-    model.to(device)
-    trainLoader, valLoader = DataLoader.create(opt)
-    trainer = Trainer(model, criterion, opt, optimState, device)
+    model = distributed.wrap(model.to(process.device), process)
+
+    # Data loading
+    trainLoader, valLoader = DataLoader.create(opt, process.rank, process.world_size)
+
+    # The trainer handles the training loop and evaluation on validation set
+    trainer = Trainer(model, criterion, opt, optimState, process)
 
     if opt.testOnly:
         top1, top5 = trainer.test(0, valLoader)
@@ -46,22 +46,28 @@ def main(argv):
     startEpoch = checkpoint['epoch'] + 1 if checkpoint else opt.epochNumber
     bestTop1 = checkpoint['bestTop1'] if checkpoint else math.inf
     bestTop5 = checkpoint['bestTop5'] if checkpoint else math.inf
-    log = EpochLog(opt.save, startEpoch)
+    log = EpochLog(opt.save, startEpoch) if process.is_main else None
     for epoch in range(startEpoch, opt.nEpochs + 1):
         started = time.perf_counter()
+        # Train for a single epoch
         trainTop1, trainTop5, trainLoss = trainer.train(epoch, trainLoader)
         trainSeconds = time.perf_counter() - started
+
+        # Run model on validation set
         testTop1, testTop5 = trainer.test(epoch, valLoader)
 
         bestModel = testTop1 < bestTop1
         if bestModel:
             bestTop1, bestTop5 = testTop1, testTop5
             print(' * Best model ', '%.14g' % testTop1, '%.14g' % testTop5, sep='\t')
-        checkpoints.save(epoch, model, trainer.optimState, bestModel, opt, (bestTop1, bestTop5))
-        log.add(epoch=epoch, lr=trainer.learningRate(epoch), train_loss=trainLoss, train_top1=trainTop1,
-                train_top5=trainTop5, test_top1=testTop1, test_top5=testTop5,
-                seconds=round(time.perf_counter() - started, 3),
-                images_per_s=round(trainLoader.numImages() / trainSeconds, 1))
+
+        if process.is_main:
+            checkpoints.save(epoch, model, trainer.optimState, bestModel, opt, (bestTop1, bestTop5),
+                             process.world_size)
+            log.add(epoch=epoch, lr=trainer.learningRate(epoch), train_loss=trainLoss, train_top1=trainTop1,
+                    train_top5=trainTop5, test_top1=testTop1, test_top5=testTop5,
+                    seconds=round(time.perf_counter() - started, 3),
+                    images_per_s=round(trainLoader.numImages() / trainSeconds, 1))
 
     print(' * Finished top1: %6.3f  top5: %6.3f' % (bestTop1, bestTop5))
 

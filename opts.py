@@ -3,7 +3,9 @@ import argparse
 import os
 import sys
 
-DATASETS = ('imagenet', 'cifar10', 'cifar100', 'digits')
+# What each -dataset gives the model files: the classifier size (gunn-18.lua always builds 1000 outputs).
+N_CLASSES = {'imagenet': 1000, 'cifar10': 10, 'cifar100': 100, 'digits': 10}
+DATASETS = tuple(N_CLASSES)
 # nEpochs when -nEpochs is 0 (opts.lua: 90 for ImageNet, 164 for CIFAR)
 DEFAULT_EPOCHS = {'imagenet': 90, 'cifar10': 164, 'cifar100': 164, 'digits': 10}
 
@@ -76,7 +78,10 @@ def get_args_parser():
     g.add_argument('-progress', default='auto', choices=('auto', 'bar', 'lines'),
                    help='bar: progress bar with ETA; lines: the Lua per-iteration log lines; auto: bar on a terminal')
     g.add_argument('-device', default='auto', choices=('auto', 'cuda', 'cpu'),
-                   help='auto: the GPU when there is one, else the CPU')
+                   help='auto: the GPU when there is one, else the CPU (with -nGPU N: N CPU processes)')
+    g.add_argument('-bnSplit', type=int, default=1,
+                   help='normalise each of K slices of a process\'s batch separately, as K GPUs of the original '
+                        'did (e.g. 4 on one GPU to emulate -nGPU 4)')
     return p
 
 
@@ -104,6 +109,8 @@ def check(opt):
         raise ValueError(f'-nThreads must not be negative, got {opt.nThreads}')
     if opt.nGPU < 1:
         raise ValueError(f'-nGPU must be at least 1, got {opt.nGPU}')
+    if opt.bnSplit < 1:
+        raise ValueError(f'-bnSplit must be at least 1, got {opt.bnSplit}')
     if opt.dataset == 'imagenet':
         if not os.path.isdir(opt.data):
             raise ValueError('missing ImageNet data directory' + (f': {opt.data}' if opt.data else ' (-data DIR)'))

@@ -33,20 +33,24 @@ def find_case(name, dirs=SEARCH_DIRS):
 
 
 def load_case(name, dirs=SEARCH_DIRS):
-    """(meta, {tensor name: numpy array}) of a golden case (format: the golden README)."""
+    """(meta, {tensor name: read-only numpy array}) of a golden case (format: the golden README)."""
     folder = find_case(name, dirs)
     if folder is None:
         raise FileNotFoundError(f'golden case {name} not found in {", ".join(dirs)}')
     with open(os.path.join(folder, name + '.json')) as f:
-        index = json.load(f)
-    with open(os.path.join(folder, name + '.bin'), 'rb') as f:
+        header = json.load(f)
+    with open(os.path.join(folder, header['bin_file']), 'rb') as f:
         blob = f.read()
+    if len(blob) != header['bin_size']:
+        raise ValueError(f'{header["bin_file"]}: {len(blob)} bytes, the header says {header["bin_size"]}')
     tensors = {}
-    for key, info in index['tensors'].items():
-        dtype = np.dtype(info['dtype']).newbyteorder('<')
-        count = int(np.prod(info['shape']))
-        tensors[key] = np.frombuffer(blob, dtype, count, info['offset']).reshape(info['shape'])
-    return index['meta'], tensors
+    for key, spec in header['tensors'].items():
+        dtype = np.dtype(spec['dtype']).newbyteorder('<')
+        count = int(np.prod(spec['shape']))
+        if count * dtype.itemsize != spec['nbytes']:
+            raise ValueError(f'{name}: tensor {key} has {spec["nbytes"]} bytes for shape {spec["shape"]}')
+        tensors[key] = np.frombuffer(blob, dtype, count, spec['offset']).reshape(spec['shape'])
+    return header['meta'], tensors
 
 
 def rel_err(ours, lua):
@@ -198,7 +202,8 @@ def check_gunn15(report, dirs=SEARCH_DIRS, memory='share'):
     opt = SimpleNamespace(dataset='cifar10', nEpochs=300, LR=0.1, momentum=0.9, weightDecay=1e-4,
                           precision='double', progress='lines')
     criterion = _RecordingLoss()
-    batches = [{'input': T(f'train/batch{i}/input'), 'target': T(f'train/batch{i}/target') - 1} for i in (1, 2, 3)]
+    batches = [{'input': T(f'train/batch{i}/input'), 'target': T(f'train/batch{i}/target') - 1, 'batchTotal': 4}
+               for i in (1, 2, 3)]
     with contextlib.redirect_stdout(io.StringIO()):
         Trainer(model, criterion, opt).train(1, _GoldenBatches(batches))
     lua_losses = [s['loss'] for s in meta['f64']['train']['steps']]

@@ -7,6 +7,7 @@ import time
 import torch
 import torch.distributed as dist
 
+from distributed import Process
 from errors import GunnError
 
 try:
@@ -25,10 +26,11 @@ def _all_sum(values, device):
 
 
 class Trainer:
-    def __init__(self, model, criterion, opt, optimState=None, device='cpu', rank=0):
+    def __init__(self, model, criterion, opt, optimState=None, process=None):
         self.model, self.criterion, self.opt = model, criterion, opt
-        self.device = torch.device(device)
-        self.rank = rank
+        process = process or Process()
+        self.device = torch.device(process.device)
+        self.rank, self.worldSize = process.rank, process.world_size
         self.dtype = torch.float64 if opt.precision == 'double' else torch.float32
         # optim.sgd of train.lua: Nesterov momentum, dampening 0, weight decay on every parameter
         self.optimizer = torch.optim.SGD(model.parameters(), lr=opt.LR, momentum=opt.momentum, dampening=0.0,
@@ -76,32 +78,43 @@ class Trainer:
         bar = self._iterate(dataloader, epoch, f'Epoch {epoch}')
         for n, sample in bar:
             dataTime = time.perf_counter() - dataTimer
+            total = sample['batchTotal']
+            if total < self.worldSize:  # a last batch too small to give every process an image
+                self._log(f' | Epoch: [{epoch}][{n}/{trainSize}]    skipped: {total} image(s) for {self.worldSize} processes')
+                continue
             input, target = self.copyInputs(sample)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
                 output = self.model(input)
                 loss = self.criterion(output, target)  # autocast runs the loss in float32
-            lossValue = loss.item()
-            if not math.isfinite(lossValue):
-                raise GunnError(f'the loss is {lossValue} at epoch {epoch}, iteration {n}: training diverged; '
+            batchSize = output.size(0)
+            top1, top5 = self.computeScore(output.detach(), target, 1)
+            # the whole global batch's figures (one process: this batch's)
+            lossBatch, top1Batch, top5Batch, count = _all_sum(
+                [loss.item() * batchSize, top1 * batchSize, top5 * batchSize, batchSize], self.device)
+            if not math.isfinite(lossBatch):
+                raise GunnError(f'the loss is {lossBatch / count} at epoch {epoch}, iteration {n}: training diverged; '
                                 'stopping without saving this epoch (the previous checkpoint is intact)')
+            if self.worldSize > 1:
+                # DistributedDataParallel averages the processes' gradients: weighing each by its share of
+                # the batch makes the update that of the mean loss over the global batch, as the Lua's
+                # criterion over the gathered outputs of all GPUs
+                loss = loss * (batchSize * self.worldSize / total)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
 
-            batchSize = output.size(0)
-            top1, top5 = self.computeScore(output.detach(), target, 1)
-            top1Sum += top1 * batchSize
-            top5Sum += top5 * batchSize
-            lossSum += lossValue * batchSize
-            N += batchSize
+            lossSum += lossBatch
+            top1Sum += top1Batch
+            top5Sum += top5Batch
+            N += count
+            line = 'Err %1.4f  top1 %7.3f  top5 %7.3f' % (lossBatch / count, top1Batch / count, top5Batch / count)
             if self.progress == 'bar' and self.rank == 0:
-                bar.set_postfix_str(f'Err {lossValue:.4f}  top1 {top1:7.3f}  top5 {top5:7.3f}  lr {lr:g}')
+                bar.set_postfix_str(f'{line}  lr {lr:g}')
             else:
-                self._log(' | Epoch: [%d][%d/%d]    Time %.3f  Data %.3f  Err %1.4f  top1 %7.3f  top5 %7.3f' % (
-                    epoch, n, trainSize, time.perf_counter() - timer, dataTime, lossValue, top1, top5))
+                self._log(' | Epoch: [%d][%d/%d]    Time %.3f  Data %.3f  %s' % (
+                    epoch, n, trainSize, time.perf_counter() - timer, dataTime, line))
             timer = dataTimer = time.perf_counter()
-        top1Sum, top5Sum, lossSum, N = _all_sum([top1Sum, top5Sum, lossSum, N], self.device)
         return top1Sum / N, top5Sum / N, lossSum / N
 
     @torch.no_grad()
@@ -117,19 +130,22 @@ class Trainer:
         for n, sample in bar:
             dataTime = time.perf_counter() - dataTimer
             input, target = self.copyInputs(sample)
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
-                output = self.model(input)
-            batchSize = output.size(0) // nCrops
-            top1, top5 = self.computeScore(output, target, nCrops)
-            top1Sum += top1 * batchSize
-            top5Sum += top5 * batchSize
-            N += batchSize
+            batchSize = target.size(0)
+            top1 = top5 = 0.0
+            if batchSize:  # a process may have no image of a last batch smaller than the process count
+                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
+                    output = self.model(input)
+                top1, top5 = self.computeScore(output, target, nCrops)
+            top1Batch, top5Batch, count = _all_sum([top1 * batchSize, top5 * batchSize, batchSize], self.device)
+            top1Sum += top1Batch
+            top5Sum += top5Batch
+            N += count
             if self.progress == 'lines':
                 self._log(' | Test: [%d][%d/%d]    Time %.3f  Data %.3f  top1 %7.3f (%7.3f)  top5 %7.3f (%7.3f)' % (
-                    epoch, n, size, time.perf_counter() - timer, dataTime, top1, top1Sum / N, top5, top5Sum / N))
+                    epoch, n, size, time.perf_counter() - timer, dataTime, top1Batch / count, top1Sum / N,
+                    top5Batch / count, top5Sum / N))
             timer = dataTimer = time.perf_counter()
         self.model.train()
-        top1Sum, top5Sum, N = _all_sum([top1Sum, top5Sum, N], self.device)
         self._log(' * Finished epoch # %d     top1: %7.3f  top5: %7.3f\n' % (epoch, top1Sum / N, top5Sum / N))
         return top1Sum / N, top5Sum / N
 

@@ -7,6 +7,7 @@ import math
 
 import torch.nn as nn
 
+from .batchnorm import BatchNorm2d
 from .gunn_layer import GunnLayer
 
 _REGISTRY = {}
@@ -31,7 +32,7 @@ def list_models():
 
 def _conv_bn_relu(in_channels, out_channels, kernel_size=1, stride=1):
     return [nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False),
-            nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+            BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
 
 
 def cifar_gunn(channels, segments, layers_per_stage, nClasses, dataset):

@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .batchnorm import BatchNorm2d
+
 aten = torch.ops.aten
 
 MEMORY_MODES = ('plain', 'share', 'recompute')
@@ -28,7 +30,7 @@ MEMORY_MODES = ('plain', 'share', 'recompute')
 
 def conv_bn(in_channels, out_channels, kernel_size=1):
     return [nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
-            nn.BatchNorm2d(out_channels)]
+            BatchNorm2d(out_channels)]
 
 
 class UpdateUnit(nn.Module):
@@ -101,25 +103,30 @@ class GunnLayer(nn.Module):
 
 
 def _bn_forward(bn, x, training, update_stats):
-    """native_batch_norm as nn.BatchNorm2d computes it; running statistics only updated on request."""
-    use_batch_stats = training or bn.running_mean is None
-    if use_batch_stats and update_stats:
+    """native_batch_norm as models.BatchNorm2d computes it (per -bnSplit chunk); running statistics only
+    updated on request."""
+    if training and update_stats:
         bn.num_batches_tracked.add_(1)
-        running_mean, running_var = bn.running_mean, bn.running_var
-    elif use_batch_stats:
-        running_mean = running_var = None
-    else:
-        running_mean, running_var = bn.running_mean, bn.running_var
-    out, save_mean, save_invstd = aten.native_batch_norm(
-        x, bn.weight, bn.bias, running_mean, running_var, use_batch_stats, bn.momentum, bn.eps)
-    return out, (save_mean, save_invstd, use_batch_stats)
+    outs, stats = [], []
+    for i, chunk in enumerate(bn.chunks(x) if training else [x]):
+        update = not training or (update_stats and i == 0)
+        running = (bn.running_mean, bn.running_var) if update else (None, None)
+        out, mean, invstd = aten.native_batch_norm(chunk, bn.weight, bn.bias, *running, training, bn.momentum, bn.eps)
+        outs.append(out)
+        stats.append((chunk.size(0), mean, invstd))
+    return (torch.cat(outs) if len(outs) > 1 else outs[0]), (training, stats)
 
 
-def _bn_backward(bn, grad, x, stats):
-    save_mean, save_invstd, use_batch_stats = stats
-    return aten.native_batch_norm_backward(grad, x, bn.weight, bn.running_mean, bn.running_var,
-                                           save_mean, save_invstd, use_batch_stats, bn.eps,
-                                           [True, True, True])
+def _bn_backward(bn, grad, x, state):
+    training, stats = state
+    sizes = [n for n, _, _ in stats]
+    grads = [aten.native_batch_norm_backward(g, xc, bn.weight, bn.running_mean, bn.running_var, mean, invstd,
+                                             training, bn.eps, [True, True, True])
+             for g, xc, (_, mean, invstd) in zip(grad.split(sizes), x.split(sizes), stats)]
+    if len(grads) == 1:
+        return grads[0]
+    gin, gw, gb = zip(*grads)
+    return torch.cat(gin), sum(gw), sum(gb)
 
 
 def _conv_backward(grad, x, weight, padding=0):

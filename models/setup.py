@@ -3,11 +3,11 @@ import torch
 import torch.nn as nn
 
 from errors import GunnError
+from opts import N_CLASSES
+from .batchnorm import set_bn_split
 from .gunn import get_model, initialize, list_models
 from .gunn_layer import GunnLayer
 
-# The classifier size each dataset gives the model files (gunn-18.lua always builds 1000 outputs).
-DATASET_CLASSES = {'cifar10': 10, 'cifar100': 100, 'imagenet': 1000, 'digits': 10}
 
 
 def memory_mode(opt):
@@ -27,7 +27,7 @@ def create(opt):
         raise GunnError(f'unknown -netType {opt.netType!r}; available: {", ".join(list_models())}') from None
     if opt.dataset not in build.datasets:
         raise GunnError(f'-netType {opt.netType} is built for {"/".join(build.datasets)}, not -dataset {opt.dataset}')
-    model = build(DATASET_CLASSES[opt.dataset], opt.dataset)
+    model = build(N_CLASSES[opt.dataset], opt.dataset)
     initialize(model)
     for layer in gunn_layers(model):
         layer.memory = memory_mode(opt)
@@ -53,6 +53,7 @@ def setup(opt, checkpoint=None):
             load_model_file(model, opt.retrain, opt.netType)
         if opt.resetClassifier:
             reset_classifier(model, opt.nClasses)
+    set_bn_split(model, opt.bnSplit)
     print(lua_string(model))
     print(f'| number of parameters: {sum(p.numel() for p in model.parameters())}')
     if opt.precision == 'double':
@@ -133,8 +134,9 @@ def _lua_module_string(m, linear_in):
         return f'nn.Linear({m.in_features} -> {m.out_features})'
     if isinstance(m, nn.Flatten):
         return f'nn.Reshape({linear_in})'
-    return {nn.BatchNorm2d: 'cudnn.SpatialBatchNormalization', nn.ReLU: 'cudnn.ReLU',
-            GunnLayer: 'nn.GunnLayer'}.get(type(m), type(m).__name__)
+    if isinstance(m, nn.BatchNorm2d):
+        return 'cudnn.SpatialBatchNormalization'
+    return {nn.ReLU: 'cudnn.ReLU', GunnLayer: 'nn.GunnLayer'}.get(type(m), type(m).__name__)
 
 
 def lua_string(model):

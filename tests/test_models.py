@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 import models
+from opts import N_CLASSES
 from errors import GunnError
 
 
@@ -24,7 +25,7 @@ def n_params(model):
     ('gunn-24', 'cifar10', 29_568_666), ('wide-gunn-18', 'imagenet', 45_590_856)])
 def test_parameter_counts(netType, dataset, count):
     with torch.device('meta'):  # counts need no memory or initialisation
-        model = models.get_model(netType)(models.DATASET_CLASSES[dataset], dataset)
+        model = models.get_model(netType)(N_CLASSES[dataset], dataset)
     assert n_params(model) == count
 
 
@@ -81,7 +82,7 @@ def test_smoke_forward_backward(netType, dataset, size):
     model = models.create(opt(netType, dataset))
     x = torch.randn(2, 3, size, size)
     out = model(x)
-    assert out.shape == (2, models.DATASET_CLASSES[dataset])
+    assert out.shape == (2, N_CLASSES[dataset])
     nn.functional.cross_entropy(out, torch.tensor([0, 1])).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     model.eval()

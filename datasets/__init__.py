@@ -1,0 +1,63 @@
+"""Dataset factory (port of datasets/init.lua).
+
+Each dataset keeps what its gen step produced in ``<opt.gen>/<opt.dataset>.pt`` (plain dicts, lists and
+tensors; loaded with ``weights_only=True``): pixel tensors for the in-memory datasets, the list of image
+files for ImageNet, and in every case ``classList`` (the label names) and ``basedir`` (the ``opt.data`` it
+was built from; None when it does not depend on it). The file is built on first use and rebuilt when
+``basedir`` differs from ``opt.data``. Labels are 0-based (the Lua ones are 1-based).
+"""
+import os
+
+import torch_files
+from datasets import cifar, digits, imagenet
+from errors import GunnError
+from opts import N_CLASSES
+
+_MODULES = {'cifar10': cifar, 'cifar100': cifar, 'imagenet': imagenet, 'digits': digits}
+
+
+SPLITS = ('train', 'val')
+
+
+def _module(name):
+    if name not in _MODULES:
+        raise GunnError(f'unknown dataset {name!r} (choose from {", ".join(_MODULES)})')
+    return _MODULES[name]
+
+
+def cache_path(opt):
+    return os.path.join(opt.gen, opt.dataset + '.pt')
+
+
+def load_info(opt):
+    """The cache content of opt.dataset, generated (or regenerated for a new opt.data) when needed."""
+    module = _module(opt.dataset)
+    path = cache_path(opt)
+    info = torch_files.load(path, 'dataset cache', '; delete it to rebuild it') if os.path.isfile(path) else None
+    if info is None or (info.get('basedir') is not None and info['basedir'] != opt.data):
+        # The Lua creates ./gen whatever -gen says; the folder that is written to is created here.
+        os.makedirs(opt.gen, exist_ok=True)
+        info = module.gen(opt)
+        print(f' | saving the {opt.dataset} dataset index to {path}')
+        torch_files.save_atomic(info, path)
+    return info
+
+
+def create(opt, split):
+    """The dataset object of split 'train' or 'val' ('val' is the test set for CIFAR)."""
+    if split not in SPLITS:
+        raise ValueError(f'invalid split: {split!r}')
+    return _module(opt.dataset).Dataset(load_info(opt), opt, split)
+
+
+def nClasses(name, info=None):
+    """Number of classes of dataset `name`; with its cache content `info`, the number actually found."""
+    if info is not None:
+        return len(info['classList'])
+    _module(name)
+    return N_CLASSES[name]  # an ImageNet-style folder may hold fewer classes: pass its info
+
+
+def classNames(info):
+    """Label names in label order (CIFAR: from the archive's meta file; ImageNet: class folder names)."""
+    return list(info['classList'])

@@ -1,0 +1,122 @@
+"""ImageNet, or any folder tree laid out like it (port of datasets/imagenet-gen.lua and imagenet.lua).
+
+``<data>/train/<class>/...`` and ``<data>/val/<class>/...``. The classes are the sorted folder names of
+train/; an image's class is the name of the folder it sits in. The cache holds, per split, the image
+paths relative to the split folder (uint8 [N, L], zero padded, like the Lua CharTensor: one tensor
+instead of a million Python strings, which DataLoader workers would otherwise copy page by page) and
+their 0-based classes.
+"""
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+
+from datasets import transforms as t
+from errors import GunnError
+
+# The Lua `find -iname` patterns, compared case-insensitively.
+EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp')
+
+# Computed by fb.resnet.torch from a random subset of the ImageNet training images (0..1 scale).
+MEANSTD = {'mean': (0.485, 0.456, 0.406), 'std': (0.229, 0.224, 0.225)}
+PCA = {
+    'eigval': (0.2175, 0.0188, 0.0045),
+    'eigvec': ((-0.5675, 0.7192, 0.4009),
+               (-0.5808, -0.0045, -0.8140),
+               (-0.5836, -0.6948, 0.4203)),
+}
+
+
+def _find_classes(train_dir):
+    # Folders only: the Lua would also turn a stray file in train/ into a class without images.
+    return sorted(name for name in os.listdir(train_dir)
+                  if name not in ('.', '..', '.DS_Store') and os.path.isdir(os.path.join(train_dir, name)))
+
+
+def _find_images(split_dir, class_index, train_dir):
+    """(paths uint8 [N, L], classes int64 [N]) of the images under split_dir, in sorted order (the Lua
+    takes whatever order `find` gives), following symbolic links like `find -L`."""
+    paths, classes = [], []
+    for folder, subfolders, files in os.walk(split_dir, followlinks=True):
+        subfolders.sort()
+        for name in sorted(files):
+            if not name.lower().endswith(EXTENSIONS):
+                continue
+            full = os.path.join(folder, name)
+            class_name = os.path.basename(folder)
+            if class_name not in class_index:
+                raise GunnError(f'{full}: its folder {class_name!r} is not a class folder of {train_dir}')
+            paths.append(os.fsencode(os.path.relpath(full, split_dir)))
+            classes.append(class_index[class_name])
+    if not paths:
+        raise GunnError(f'no images ({", ".join(EXTENSIONS)}) found in {split_dir}')
+    table = np.zeros((len(paths), max(map(len, paths)) + 1), dtype=np.uint8)
+    for row, path in zip(table, paths):
+        row[:len(path)] = np.frombuffer(path, dtype=np.uint8)
+    return torch.from_numpy(table), torch.tensor(classes, dtype=torch.int64)
+
+
+def gen(opt):
+    train_dir, val_dir = os.path.join(opt.data, 'train'), os.path.join(opt.data, 'val')
+    for folder in (train_dir, val_dir):
+        if not os.path.isdir(folder):
+            raise GunnError(f'{os.path.basename(folder)} directory not found: {folder}')
+    print(f'=> Generating the list of images under {opt.data}')
+    classes = _find_classes(train_dir)
+    class_index = {name: k for k, name in enumerate(classes)}
+    info = {'basedir': opt.data, 'classList': classes}
+    for split, folder in (('val', val_dir), ('train', train_dir)):
+        print(f' | finding all {split} images')
+        paths, labels = _find_images(folder, class_index, train_dir)
+        info[split] = {'imagePath': paths, 'imageClass': labels}
+    return info
+
+
+def load_image(path):
+    """RGB float 0..1 CHW, like image.load(path, 3, 'float'). PIL identifies the format from the content,
+    so a file whose extension lies still loads (the Lua retries with image.decompress for that)."""
+    try:
+        with Image.open(path) as img:
+            rgb = np.asarray(img.convert('RGB'), dtype=np.float32)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise GunnError(f'cannot read image {path}: {e}') from None
+    return torch.from_numpy(rgb.transpose(2, 0, 1).copy()).div_(255)
+
+
+class ImagenetDataset:
+    def __init__(self, info, opt, split):
+        self.imagePath = info[split]['imagePath']
+        self.imageClass = info[split]['imageClass']
+        self.classList = info['classList']
+        self.split = split
+        self.tenCrop = bool(getattr(opt, 'tenCrop', False))
+        self.dir = os.path.join(opt.data, split)
+        if not os.path.isdir(self.dir):
+            raise GunnError(f'directory does not exist: {self.dir}')
+
+    def path(self, i):
+        """Full path of image i (0-based)."""
+        relative = self.imagePath[i].numpy().tobytes().rstrip(b'\0')
+        return os.path.join(self.dir, os.fsdecode(relative))
+
+    def get(self, i):
+        return {'input': load_image(self.path(i)), 'target': int(self.imageClass[i])}
+
+    def size(self):
+        return self.imageClass.shape[0]
+
+    def preprocess(self):
+        if self.split == 'train':
+            return t.Compose([
+                t.RandomSizedCrop(224),
+                t.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4),
+                t.Lighting(0.1, PCA['eigval'], PCA['eigvec']),
+                t.ColorNormalize(MEANSTD),
+                t.HorizontalFlip(0.5),
+            ])
+        crop = t.TenCrop(224) if self.tenCrop else t.CenterCrop(224)
+        return t.Compose([t.Scale(256), t.ColorNormalize(MEANSTD), crop])
+
+
+Dataset = ImagenetDataset

@@ -1,0 +1,356 @@
+"""Data augmentation and normalisation of the original datasets/transforms.lua, on float CHW tensors.
+
+Every transform is a small picklable class (the Lua ones are closures) so that DataLoader workers can
+receive them. All randomness comes from torch's global generator (``torch.rand``, ``torch.randint``,
+``torch.randn``, ``torch.randperm``), so seeding torch reproduces a pipeline; the draws happen in the
+same order as in the Lua, though the values differ from Torch7's generator.
+
+The image-package functions the Lua relies on are ported here from torch/image (init.lua and
+generic/image.c) rather than taken from torchvision, whose bicubic resize (a=-0.75, half-pixel centres)
+and rotation (zero padding inside the border pixel) do not match them:
+
+* ``crop(img, x1, y1, x2, y2)``: a copy of ``img[:, y1:y2, x1:x2]`` (0-based, end exclusive); a box
+  outside the image is an error, as in ``image.crop``.
+* ``hflip(img)``: mirrors the width axis into a new tensor, as ``image.hflip``.
+* ``scale(img, width, height)``: ``image.scale(img, width, height, 'bicubic')``.
+* ``rotate(img, theta)``: ``image.rotate(img, theta, 'bilinear')``; a positive angle turns the picture
+  counter-clockwise on screen (x right, y down).
+
+Blend-based transforms (Saturation, Brightness, Contrast) and Jigsaw modify their input in place and
+return it, as the Lua does; ColorNormalize, Lighting and every crop/flip/scale return a new tensor.
+"""
+import math
+
+import torch
+
+
+def _uniform(a=0.0, b=1.0):
+    """torch.uniform(a, b) of Torch7: a double in [a, b)."""
+    return a + (b - a) * torch.rand((), dtype=torch.float64).item()
+
+
+def _random(a, b):
+    """torch.random(a, b) of Torch7: an integer in [a, b], both ends included."""
+    return int(torch.randint(a, b + 1, ()).item())
+
+
+def _round(x):
+    """torch.round of a number (C round: halves away from zero); only used on non-negative sizes."""
+    return math.floor(x + 0.5)
+
+
+def crop(img, x1, y1, x2, y2):
+    height, width = img.shape[-2:]
+    if x1 < 0 or y1 < 0 or x2 > width or y2 > height or x1 > x2 or y1 > y2:
+        raise ValueError(f'crop box ({x1}, {y1}, {x2}, {y2}) outside a {width}x{height} image')
+    return img[..., y1:y2, x1:x2].clone()
+
+
+def hflip(img):
+    return img.flip(-1)
+
+
+def _cubic_resize_last(x, length):
+    """image.c scaleCubic_rowcol along the last axis: corner-aligned positions computed in float32,
+    Catmull-Rom weights, linear extrapolation of the missing outer neighbour, last sample copied."""
+    n = x.shape[-1]
+    if length == n:
+        return x.clone()
+    if n == 1:
+        return x.expand(*x.shape[:-1], length).clone()
+    step = torch.tensor((n - 1) / max(length - 1, 1), dtype=torch.float32)
+    pos = torch.arange(length - 1, dtype=torch.float32) * step
+    i1 = pos.long()
+    frac = (pos - i1).to(x.dtype)
+    p1 = x[..., i1]
+    p2 = x[..., (i1 + 1).clamp(max=n - 1)]
+    p0 = torch.where(i1 > 0, x[..., (i1 - 1).clamp(min=0)], 2 * p1 - p2)
+    p3 = torch.where(i1 + 2 < n, x[..., (i1 + 2).clamp(max=n - 1)], 2 * p2 - p1)
+    a1 = p2 - p0
+    a2 = 2 * p0 - 5 * p1 + 4 * p2 - p3
+    a3 = 3 * (p1 - p2) + p3 - p0
+    inner = a1 + frac * (a2 + frac * a3)
+    # The C code finishes in double (0.5 is a double literal) and rounds once to the tensor type.
+    value = (p1.double() + 0.5 * frac.double() * inner.double()).to(x.dtype)
+    return torch.cat([value, x[..., -1:]], dim=-1)
+
+
+def scale(img, width, height):
+    """image.scale(img, width, height, 'bicubic'): fractional sizes are truncated toward zero (the C
+    destination is allocated with them), rows are resized first, then columns; no antialiasing."""
+    width, height = max(int(width), 1), max(int(height), 1)
+    rows = _cubic_resize_last(img, width)
+    return _cubic_resize_last(rows.transpose(-1, -2), height).transpose(-1, -2).contiguous()
+
+
+def rotate(img, theta):
+    """image.rotate(img, theta, 'bilinear'): output pixel (i, j) samples the input at R(theta) applied to
+    its offset from the centre ((W-1)/2, (H-1)/2). Samples up to half a pixel outside take the border pixel,
+    samples further out are 0."""
+    height, width = img.shape[-2:]
+    theta = float(torch.tensor(theta, dtype=torch.float32))  # the C argument is a float
+    xc, yc = (width - 1) / 2.0, (height - 1) / 2.0
+    j, i = torch.meshgrid(torch.arange(height, dtype=torch.float64),
+                          torch.arange(width, dtype=torch.float64), indexing='ij')
+    ri = (math.cos(theta) * (i - xc) - math.sin(theta) * (j - yc)).float()
+    rj = (math.cos(theta) * (j - yc) + math.sin(theta) * (i - xc)).float()
+    x, y = ri + xc, rj + yc
+    i0, j0 = x.floor().long(), y.floor().long()
+    wi, wj = (x - i0).double(), (y - j0).double()
+    i1, j1 = i0 + 1, j0 + 1
+    outside = torch.zeros_like(i0, dtype=torch.bool)
+    # The boundary rules of image.c, in its order.
+    i1 = torch.where((i1 == width) & (wi < 0.5), i0, i1)
+    outside |= i1 >= width
+    j1 = torch.where((j1 == height) & (wj < 0.5), j0, j1)
+    outside |= j1 >= height
+    snap = (i0 == -1) & (wi > 0.5)
+    outside |= (i0 < 0) & ~snap
+    i0 = torch.where(snap, i1, i0)
+    snap = (j0 == -1) & (wj > 0.5)
+    outside |= (j0 < 0) & ~snap
+    j0 = torch.where(snap, j1, j0)
+
+    def at(jj, ii):
+        return img[..., jj.clamp(0, height - 1), ii.clamp(0, width - 1)].double()
+
+    value = ((1 - wi) * (1 - wj) * at(j0, i0) + wi * (1 - wj) * at(j0, i1)
+             + (1 - wi) * wj * at(j1, i0) + wi * wj * at(j1, i1))
+    return value.masked_fill(outside, 0).to(img.dtype)
+
+
+def _grayscale(img):
+    """Luma of an RGB image, [H, W] (the Lua replicates it over three channels; broadcasting does that here)."""
+    return 0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2]
+
+
+def _blend(img, other, alpha):
+    """img = alpha * img + (1 - alpha) * other, in place (other broadcasts)."""
+    return img.mul_(alpha).add_(other, alpha=1 - alpha)
+
+
+class Compose:
+    def __init__(self, transforms):
+        self.transforms = list(transforms)
+
+    def __call__(self, img):
+        for transform in self.transforms:
+            img = transform(img)
+        return img
+
+
+class ColorNormalize:
+    """(img - mean) / std per channel, in the image's dtype (float32 reproduces the Lua bit for bit)."""
+
+    def __init__(self, meanstd):
+        self.mean = torch.tensor(meanstd['mean'], dtype=torch.float64).view(-1, 1, 1)
+        self.std = torch.tensor(meanstd['std'], dtype=torch.float64).view(-1, 1, 1)
+
+    def __call__(self, img):
+        return (img - self.mean.to(img.dtype)) / self.std.to(img.dtype)
+
+
+class Scale:
+    """Smaller edge to ``size``, the other in proportion (its fractional length is truncated)."""
+
+    def __init__(self, size, interpolation='bicubic'):
+        if interpolation != 'bicubic':
+            # image.scale also has 'bilinear' and 'simple'; no GUNN pipeline uses them.
+            raise ValueError(f'Scale: only bicubic interpolation is ported, not {interpolation!r}')
+        self.size = size
+
+    def __call__(self, img):
+        h, w = img.shape[-2:]
+        if (w <= h and w == self.size) or (h <= w and h == self.size):
+            return img
+        if w < h:
+            return scale(img, self.size, h / w * self.size)
+        return scale(img, w / h * self.size, self.size)
+
+
+class CenterCrop:
+    """Offsets ceil((W-size)/2), ceil((H-size)/2): one pixel further right/down than torchvision's
+    rounding when the margin is odd."""
+
+    def __init__(self, size):
+        self.size = size
+
+    def __call__(self, img):
+        h, w = img.shape[-2:]
+        x1, y1 = math.ceil((w - self.size) / 2), math.ceil((h - self.size) / 2)
+        return crop(img, x1, y1, x1 + self.size, y1 + self.size)
+
+
+class RandomCrop:
+    """Zero padding (of the image as it arrives, i.e. already normalised), then a uniformly placed crop."""
+
+    def __init__(self, size, padding=0):
+        self.size, self.padding = size, padding
+
+    def __call__(self, img):
+        if self.padding > 0:
+            p = self.padding
+            # The Lua pads to 3 channels whatever the input; this keeps the input's channel count.
+            padded = img.new_zeros(img.shape[0], img.shape[1] + 2 * p, img.shape[2] + 2 * p)
+            padded[:, p:p + img.shape[1], p:p + img.shape[2]] = img
+            img = padded
+        h, w = img.shape[-2:]
+        if w == self.size and h == self.size:
+            return img
+        x1 = _random(0, w - self.size)
+        y1 = _random(0, h - self.size)
+        return crop(img, x1, y1, x1 + self.size, y1 + self.size)
+
+
+class TenCrop:
+    """[10, C, size, size]: centre, top-left, top-right, bottom-left, bottom-right of the image, then
+    the same five of its mirror image."""
+
+    def __init__(self, size):
+        self.size = size
+        self.center = CenterCrop(size)
+
+    def __call__(self, img):
+        h, w = img.shape[-2:]
+        s = self.size
+        crops = []
+        for view in (img, hflip(img)):
+            crops += [self.center(view), crop(view, 0, 0, s, s), crop(view, w - s, 0, w, s),
+                      crop(view, 0, h - s, s, h), crop(view, w - s, h - s, w, h)]
+        return torch.stack(crops)
+
+
+class RandomScale:
+    """Shorter side drawn uniformly from [minSize, maxSize], the other rounded in proportion."""
+
+    def __init__(self, minSize, maxSize):
+        self.minSize, self.maxSize = minSize, maxSize
+
+    def __call__(self, img):
+        h, w = img.shape[-2:]
+        target = _random(self.minSize, self.maxSize)
+        if w < h:
+            return scale(img, target, _round(h / w * target))
+        return scale(img, _round(w / h * target), target)
+
+
+class RandomSizedCrop:
+    """Inception crop: 8%-100% of the area, aspect ratio 3/4..4/3 (w and h swapped with probability 1/2),
+    resized to size x size; after 10 boxes that do not fit, Scale + CenterCrop."""
+
+    def __init__(self, size):
+        self.size = size
+        self.fallback = Compose([Scale(size), CenterCrop(size)])
+
+    def __call__(self, img):
+        h_in, w_in = img.shape[-2:]
+        for _ in range(10):
+            area = _uniform(0.08, 1.0) * (h_in * w_in)
+            aspect = _uniform(3 / 4, 4 / 3)
+            w = _round(math.sqrt(area * aspect))
+            h = _round(math.sqrt(area / aspect))
+            if _uniform() < 0.5:
+                w, h = h, w
+            if h <= h_in and w <= w_in:
+                y1 = _random(0, h_in - h)
+                x1 = _random(0, w_in - w)
+                return scale(crop(img, x1, y1, x1 + w, y1 + h), self.size, self.size)
+        return self.fallback(img)
+
+
+class HorizontalFlip:
+    def __init__(self, prob):
+        self.prob = prob
+
+    def __call__(self, img):
+        return hflip(img) if _uniform() < self.prob else img
+
+
+class Rotation:
+    """Rotation by an angle uniform in [-deg/2, deg/2) degrees."""
+
+    def __init__(self, deg):
+        self.deg = deg
+
+    def __call__(self, img):
+        if self.deg == 0:
+            return img
+        return rotate(img, (_uniform() - 0.5) * self.deg * math.pi / 180)
+
+
+class Lighting:
+    """AlexNet PCA colour noise: adds eigvec @ (alpha * eigval), alpha ~ N(0, alphastd), per channel."""
+
+    def __init__(self, alphastd, eigval, eigvec):
+        self.alphastd = alphastd
+        self.eigval = torch.as_tensor(eigval, dtype=torch.float64)
+        self.eigvec = torch.as_tensor(eigvec, dtype=torch.float64)
+
+    def __call__(self, img):
+        if self.alphastd == 0:
+            return img
+        alpha = torch.randn(3, dtype=torch.float64) * self.alphastd
+        rgb = (self.eigvec * alpha.view(1, 3) * self.eigval.view(1, 3)).sum(1)
+        return img + rgb.to(img.dtype).view(3, 1, 1)
+
+
+class Saturation:
+    def __init__(self, var):
+        self.var = var
+
+    def __call__(self, img):
+        gray = _grayscale(img)
+        return _blend(img, gray, 1.0 + _uniform(-self.var, self.var))
+
+
+class Brightness:
+    def __init__(self, var):
+        self.var = var
+
+    def __call__(self, img):
+        return _blend(img, img.new_zeros(()), 1.0 + _uniform(-self.var, self.var))
+
+
+class Contrast:
+    def __init__(self, var):
+        self.var = var
+
+    def __call__(self, img):
+        mean = img.new_full((), _grayscale(img).mean().item())
+        return _blend(img, mean, 1.0 + _uniform(-self.var, self.var))
+
+
+class RandomOrder:
+    def __init__(self, transforms):
+        self.transforms = list(transforms)
+
+    def __call__(self, img):
+        for k in torch.randperm(len(self.transforms)).tolist():
+            img = self.transforms[k](img)
+        return img
+
+
+class ColorJitter:
+    """Brightness, contrast and saturation jitter (those with a non-zero strength) in random order."""
+
+    def __init__(self, brightness=0, contrast=0, saturation=0):
+        jitters = [cls(var) for cls, var in ((Brightness, brightness), (Contrast, contrast),
+                                              (Saturation, saturation)) if var != 0]
+        self.order = RandomOrder(jitters) if jitters else None
+
+    def __call__(self, img):
+        return self.order(img) if self.order else img
+
+
+class Jigsaw:
+    """GUNN's augmentation: with probability 1/3 nothing; otherwise a cyclic shift that moves the first
+    d columns (d ~ U{1..W}, probability 1/2) or the first d rows (d ~ U{1..H}) to the end. d == W (H)
+    leaves the image as it is. In place, as the Lua."""
+
+    def __call__(self, img):
+        h, w = img.shape[-2:]
+        if _uniform() < 1 / 3:
+            return img
+        if _uniform() < 0.5:
+            return img.copy_(img.roll(-_random(1, w), dims=-1))
+        return img.copy_(img.roll(-_random(1, h), dims=-2))

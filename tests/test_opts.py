@@ -1,0 +1,95 @@
+"""Options: the Lua names and defaults, true/false booleans, derived defaults, one-line errors (exit 2)."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+import opts
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse(*argv, save):
+    return opts.parse(['-save', str(save), *argv])
+
+
+def test_defaults_are_the_lua_defaults(tmp_path):
+    opt = parse(save=tmp_path)
+    assert (opt.dataset, opt.manualSeed, opt.nGPU, opt.backend, opt.cudnn, opt.gen, opt.precision) == \
+        ('cifar10', 0, 1, 'cudnn', 'fastest', 'gen', 'single')
+    assert (opt.nThreads, opt.epochNumber, opt.batchSize, opt.testOnly, opt.tenCrop) == (2, 1, 32, False, False)
+    assert (opt.resume, opt.LR, opt.momentum, opt.weightDecay) == ('none', 0.1, 0.9, 1e-4)
+    assert (opt.retrain, opt.optimState, opt.shareGradInput, opt.optnet, opt.resetClassifier, opt.nClasses) == \
+        ('none', 'none', True, False, False, 0)
+    assert (opt.optMemory, opt.depth, opt.growthRate, opt.bottleneck, opt.reduction) == (0, 20, 12, True, 0.5)
+    assert opt.netType == 'gunn-15'  # the Lua default 'resnet' does not exist in GUNN (README)
+
+
+@pytest.mark.parametrize('dataset,epochs,shortcut', [('cifar10', 164, 'A'), ('cifar100', 164, 'A'), ('digits', 10, 'A')])
+def test_derived_defaults(tmp_path, dataset, epochs, shortcut):
+    opt = parse('-dataset', dataset, save=tmp_path)
+    assert (opt.nEpochs, opt.shortcutType) == (epochs, shortcut)
+    assert parse('-dataset', dataset, '-nEpochs', '3', save=tmp_path).nEpochs == 3
+
+
+def test_imagenet_defaults(tmp_path):
+    (tmp_path / 'data' / 'train').mkdir(parents=True)
+    opt = parse('-dataset', 'imagenet', '-data', str(tmp_path / 'data'), save=tmp_path / 'cp')
+    assert (opt.nEpochs, opt.shortcutType) == (90, 'B')
+
+
+def test_readme_command_parses(tmp_path):
+    opt = parse(*'-netType gunn-15 -dataset cifar10 -batchSize 64 -nGPU 4 -nThreads 8 -shareGradInput true '
+                 '-nEpochs 300'.split(), save=tmp_path)
+    assert (opt.netType, opt.batchSize, opt.nGPU, opt.nThreads, opt.shareGradInput, opt.nEpochs) == \
+        ('gunn-15', 64, 4, 8, True, 300)
+
+
+def test_booleans_take_true_and_false(tmp_path):
+    opt = parse('-shareGradInput', 'false', '-optnet', 'true', '-testOnly', 'true', save=tmp_path)
+    assert (opt.shareGradInput, opt.optnet, opt.testOnly) == (False, True, True)
+
+
+def test_save_folder_is_created(tmp_path):
+    parse(save=tmp_path / 'a' / 'b')
+    assert (tmp_path / 'a' / 'b').is_dir()
+
+
+def run_main(*argv, cwd):
+    return subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), *argv], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['-dataset', 'mnist'], 'unknown dataset: mnist'),
+    (['-precision', 'quad'], 'unknown precision: quad'),
+    (['-dataset', 'imagenet'], 'missing ImageNet data directory'),
+    (['-dataset', 'imagenet', '-data', '.'], 'ImageNet missing `train` directory'),
+    (['-resetClassifier', 'true'], '-nClasses required when resetClassifier is set'),
+    (['-optnet', 'true'], 'cannot use both -shareGradInput and -optnet'),
+    (['-batchSize', '0'], '-batchSize must be positive, got 0'),
+    (['-nEpochs', '-1'], '-nEpochs must not be negative, got -1'),
+    (['-testOnly', 'yes'], "argument -testOnly: expected true or false, got 'yes'"),
+    (['-batchsize', '3'], 'unrecognized arguments: -batchsize 3'),
+    (['-cudnn', 'slow'], "argument -cudnn: invalid choice: 'slow'"),
+])
+def test_bad_options_one_line_exit_2(tmp_path, argv, message):
+    result = run_main('-save', str(tmp_path / 'cp'), *argv, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ''
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_help_lists_every_option(tmp_path):
+    result = run_main('-help', cwd=tmp_path)
+    assert result.returncode == 0
+    for name in ('-data', '-dataset', '-manualSeed', '-nGPU', '-backend', '-cudnn', '-gen', '-precision',
+                 '-nThreads', '-nEpochs', '-epochNumber', '-batchSize', '-testOnly', '-tenCrop', '-save',
+                 '-resume', '-LR', '-momentum', '-weightDecay', '-netType', '-depth', '-shortcutType', '-retrain',
+                 '-optimState', '-shareGradInput', '-optnet', '-resetClassifier', '-nClasses', '-optMemory',
+                 '-growthRate', '-bottleneck', '-reduction', '-dropRate', '-d1', '-progress', '-device'):
+        assert f'\n  {name} ' in result.stdout, name
+    # our own options come after the original ones
+    assert result.stdout.index('-optMemory') < result.stdout.index('Options of this port') < result.stdout.index('\n  -progress')
