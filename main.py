@@ -21,6 +21,7 @@ def main(argv):
 
 
 def run(opt, process):
+    torch.set_num_threads(opt.cpuThreads)  # the Lua's torch.setnumthreads(1): loader workers run beside it
     torch.manual_seed(opt.manualSeed)
 
     # Load previous checkpoint, if it exists

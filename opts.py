@@ -79,6 +79,9 @@ def get_args_parser():
                    help='bar: progress bar with ETA; lines: the Lua per-iteration log lines; auto: bar on a terminal')
     g.add_argument('-device', default='auto', choices=('auto', 'cuda', 'cpu'),
                    help='auto: the GPU when there is one, else the CPU (with -nGPU N: N CPU processes)')
+    g.add_argument('-cpuThreads', type=int, default=1,
+                   help='threads of the training process on the CPU (the Lua fixes 1; more help CPU-only training '
+                        'on an otherwise idle machine)')
     g.add_argument('-bnSplit', type=int, default=1,
                    help='normalise each of K slices of a process\'s batch separately, as K GPUs of the original '
                         'did (e.g. 4 on one GPU to emulate -nGPU 4)')
@@ -109,6 +112,8 @@ def check(opt):
         raise ValueError(f'-nThreads must not be negative, got {opt.nThreads}')
     if opt.nGPU < 1:
         raise ValueError(f'-nGPU must be at least 1, got {opt.nGPU}')
+    if opt.cpuThreads < 1:
+        raise ValueError(f'-cpuThreads must be at least 1, got {opt.cpuThreads}')
     if opt.bnSplit < 1:
         raise ValueError(f'-bnSplit must be at least 1, got {opt.bnSplit}')
     if opt.dataset == 'imagenet':
@@ -119,6 +124,8 @@ def check(opt):
         opt.shortcutType = opt.shortcutType or 'B'
     else:
         opt.shortcutType = opt.shortcutType or 'A'
+    if opt.tenCrop and opt.dataset != 'imagenet':
+        raise ValueError(f'-tenCrop is for imagenet: the {opt.dataset} validation images are used whole')
     opt.nEpochs = opt.nEpochs or DEFAULT_EPOCHS[opt.dataset]
     if opt.resetClassifier and opt.nClasses == 0:
         raise ValueError('-nClasses required when resetClassifier is set')

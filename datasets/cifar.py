@@ -79,12 +79,12 @@ def _find_copy(variant, data):
 def _download(variant, opt):
     import torchvision.datasets  # only needed without a local copy
 
-    print(f'=> Downloading {variant.title} into {opt.gen} (no copy found at -data {opt.data!r})')
+    print(f'=> Downloading {variant.title} into {opt.gen} (no -data given)')
     try:
         getattr(torchvision.datasets, variant.torchvision_class)(root=opt.gen, download=True)
     except (OSError, RuntimeError) as e:
-        raise GunnError(f'no {variant.title} copy at -data {opt.data!r} and downloading it into '
-                        f'{opt.gen} failed: {e}') from None
+        raise GunnError(f'downloading {variant.title} into {opt.gen} failed ({e}); '
+                        'give a local copy with -data') from None
     return os.path.join(opt.gen, variant.folder)
 
 
@@ -119,7 +119,11 @@ def _convert(variant, opt, read):
 
 def gen(opt):
     variant = VARIANTS[opt.dataset]
-    path = _find_copy(variant, opt.data) or _download(variant, opt)
+    path = _find_copy(variant, opt.data)
+    if path is None and opt.data:  # a folder was named: never replace it by a download
+        raise GunnError(f'no {variant.title} copy at -data {opt.data} (expected {variant.archive}, '
+                        f'its folder {variant.folder}, or a folder holding either)')
+    path = path or _download(variant, opt)
     print(f'=> Reading {variant.title} from {path}')
     if os.path.isdir(path):
         def read(name):

@@ -111,7 +111,7 @@ def load_model_file(model, path, netType):
     from checkpoints import load_file  # checkpoints imports models: import here to avoid a cycle
     if str(path).endswith('.t7'):
         from pretrained.torch7 import read_t7_model
-        checkpoint = {'model': read_t7_model(path, model)}
+        checkpoint = {'model': read_t7_model(path, model, netType)}
     else:
         checkpoint = load_file(path)
     load_model_state(model, checkpoint, path, netType)

@@ -149,9 +149,13 @@ def test_cifar_downloads_through_torchvision_without_a_local_copy(tmp_path, monk
         write_folder(os.path.join(root, 'cifar-10-batches-py'), files)
 
     monkeypatch.setattr(torchvision.datasets, 'CIFAR10', fake_download)
-    opt = options(tmp_path, 'cifar10', tmp_path / 'nothing-here')
+    opt = options(tmp_path, 'cifar10')
     check_cifar(datasets.create(opt, 'train'), datasets.create(opt, 'val'), expected)
     assert roots == [(opt.gen, True)]
+
+    # a -data folder without a copy is an error, not a reason to download
+    with pytest.raises(GunnError, match='no CIFAR-10 copy at -data .*nothing-here'):
+        datasets.create(options(tmp_path / 'other', 'cifar10', tmp_path / 'nothing-here'), 'train')
 
     def failing(root, download):
         raise RuntimeError('no internet')

@@ -73,6 +73,8 @@ def run_main(*argv, cwd):
     (['-testOnly', 'yes'], "argument -testOnly: expected true or false, got 'yes'"),
     (['-batchsize', '3'], 'unrecognized arguments: -batchsize 3'),
     (['-cudnn', 'slow'], "argument -cudnn: invalid choice: 'slow'"),
+    (['-tenCrop', 'true'], '-tenCrop is for imagenet: the cifar10 validation images are used whole'),
+    (['-bnSplit', '0'], '-bnSplit must be at least 1, got 0'),
 ])
 def test_bad_options_one_line_exit_2(tmp_path, argv, message):
     result = run_main('-save', str(tmp_path / 'cp'), *argv, cwd=tmp_path)

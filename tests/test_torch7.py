@@ -1,0 +1,166 @@
+"""Import of the original code's Torch7 checkpoints (pretrained/torch7.py, pretrained/convert_t7.py)."""
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import checkpoints
+import models
+import parity
+import torch7_writer as t7
+from errors import GunnError
+from models.setup import load_model_file
+from pretrained import convert_t7, torch7
+from pretrained.load import load_for_inference
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.normpath(os.path.join(ROOT, '..', 'shared', 'parity'))
+GUNN15_T7 = os.path.join(SHARED, 'gunn15_cifar10_init.t7')
+FIXTURES = os.path.join(ROOT, 'tests', 'fixtures', 'lua')
+
+# float32 forward against the Lua float32 forward, max |ours - lua| / max |lua|. Measured: training-mode
+# logits 9.6e-7, eval-mode logits 2.3e-6 (activations reach ~1e22 through 75 segments at BN stats 0/1).
+LOGITS_TOL = 1e-5
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    """The networks here are small: one thread is as fast, and avoids OpenMP spin-waiting on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tensor(array):
+    return torch.from_numpy(np.array(array))
+
+
+@pytest.fixture(scope='module')
+def gunn15():
+    if not (os.path.isfile(GUNN15_T7) and parity.find_case('gunn15_cifar10')):
+        pytest.skip(f'the large golden files (gunn15_cifar10_init.t7, gunn15_cifar10.bin) are not in {SHARED}')
+    return parity.load_case('gunn15_cifar10')
+
+
+def test_converted_gunn15_reproduces_the_lua_logits(gunn15, tmp_path, capsys):
+    meta, golden = gunn15
+    out = str(tmp_path / 'gunn15.pt')
+    convert_t7.main([GUNN15_T7, out])  # no flags: network and dataset are recognised from the file
+    assert 'gunn-15 for cifar10' in capsys.readouterr().out
+    saved = checkpoints.load_file(out)
+    assert (saved['netType'], saved['dataset'], saved['epoch'], saved['source']) == ('gunn-15', 'cifar10', 0, GUNN15_T7)
+
+    model, netType, dataset, labels = load_for_inference(out)
+    assert (netType, dataset, len(labels)) == ('gunn-15', 'cifar10', 10)
+    for p, info in zip(model.parameters(), meta['params'], strict=True):
+        assert torch.equal(p, tensor(golden['init/param/' + info['name']])), info['name']
+    with torch.no_grad():
+        assert parity.rel_err(model(tensor(golden['eval_input'])), golden['f32/init/eval_logits']) < LOGITS_TOL
+        model.train()  # after the eval forward: this one updates the running statistics
+        assert parity.rel_err(model(tensor(golden['input'])), golden['f32/fwd/logits']) < LOGITS_TOL
+
+
+def test_retrain_from_t7_loads_the_same_weights(gunn15):
+    meta, golden = gunn15
+    model = models.create(SimpleNamespace(netType='gunn-15', dataset='cifar10', optnet=False, optMemory=0,
+                                          shareGradInput=True))
+    load_model_file(model, GUNN15_T7, 'gunn-15')
+    for p, info in zip(model.parameters(), meta['params'], strict=True):
+        assert torch.equal(p, tensor(golden['init/param/' + info['name']])), info['name']
+    assert all(torch.equal(bn.running_var, torch.ones_like(bn.running_var)) for bn in parity.bns(model))
+
+
+def test_t7_of_another_network_names_the_mismatch(gunn15):
+    with pytest.raises(GunnError, match=r'is not a gunn-mini model: found modules nn.Sequential, '
+                       r'cudnn.SpatialConvolution, .*nn.Linear; first mismatch: 4 cudnn.SpatialConvolution vs '
+                       r'ours 3 Conv2d: weight \(240, 64, 1, 1\) vs \(32, 64, 1, 1\)'):
+        load_for_inference(GUNN15_T7, netType='gunn-mini')
+
+
+@pytest.mark.parametrize('case,dataset', [('gunnlayer_cifar', 'cifar10'), ('gunnlayer_imagenet', 'imagenet')])
+def test_gunnlayer_checkpoint_loads_weights_and_running_stats(case, dataset):
+    meta, golden = parity.load_case(case)
+    layer = models.GunnLayer(16, 4, dataset)
+    layer.load_state_dict(torch7.read_t7_model(os.path.join(FIXTURES, f'{case}_checkpoint.t7'), layer))
+    # checkpoints.lua saved the float64 layer as float32; the work buffers in the file are ignored
+    for p, info in zip(layer.parameters(), meta['params'], strict=True):
+        assert torch.equal(p, tensor(golden['param/' + info['name']]).float()), info['name']
+    for bn, info in zip(parity.bns(layer), meta['bn_modules'], strict=True):
+        for field in ('running_mean', 'running_var'):
+            assert torch.equal(getattr(bn, field), tensor(golden[f'bn_after/{info["name"]}.{field}']).float())
+
+
+def test_gunnlayer_checkpoint_of_the_other_variant_is_refused():
+    path = os.path.join(FIXTURES, 'gunnlayer_cifar_checkpoint.t7')
+    with pytest.raises(GunnError, match='is not a GunnLayer model: found modules nn.GunnLayer, nn.Sequential, '
+                                        'nn.ConcatTable, cudnn.SpatialConvolution, cudnn.SpatialBatchNormalization, '
+                                        r'cudnn.ReLU, nn.CAddTable; first mismatch: 1.1.1.1 '):
+        torch7.read_t7_model(path, models.GunnLayer(16, 4, 'imagenet'))
+
+
+def test_nn_classes_double_tensors_and_2d_convolution_weights(tmp_path):
+    torch.manual_seed(0)
+    source = models.GunnLayer(8, 2, 'imagenet')
+    for bn in parity.bns(source):
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 1.5)
+    path = str(tmp_path / 'layer.t7')
+    t7.save(t7.lua_tree(source, np.float64), path)
+    state = torch7.read_t7_model(path, models.GunnLayer(8, 2, 'imagenet'))
+    assert state.keys() == source.state_dict().keys()
+    for name, value in source.state_dict().items():
+        assert torch.equal(value, state[name]), name  # float32 -> float64 -> float32 is exact
+
+
+def test_convolution_geometry_is_compared(tmp_path):
+    lua = t7.lua_tree(models.GunnLayer(8, 2, 'imagenet'), conv_class='cudnn.SpatialConvolution')
+    units = lua.fields['modules'][1]
+    units.fields['modules'][1].fields['modules'][1].fields['modules'][4].fields.update(dW=2, dH=2)
+    path = str(tmp_path / 'strided.t7')
+    t7.save(lua, path)
+    with pytest.raises(GunnError, match=r'first mismatch: 1.1.1.4 cudnn.SpatialConvolution vs ours '
+                                        r'units.0.branch.3 Conv2d: stride \(2, 2\) vs \(1, 1\)'):
+        torch7.read_t7_model(path, models.GunnLayer(8, 2, 'imagenet'))
+
+
+def test_unknown_architecture_lists_the_classes_found(tmp_path):
+    path = str(tmp_path / 'unknown.t7')
+    t7.save(t7.unknown_network(), path)
+    with pytest.raises(GunnError, match='is none of the -netType models for imagenet .gunn-18, wide-gunn-18.: '
+                                        'found modules nn.Sequential, nn.SpatialConvolution, nn.Tanh, nn.Linear$'):
+        load_for_inference(path)
+    with torch.device('meta'):  # the shapes are all the comparison needs
+        gunn18 = models.get_model('gunn-18')(1000, 'imagenet')
+    with pytest.raises(GunnError, match='is not a gunn-18 model: found modules .*; first mismatch: 1 '
+                                        r'nn.SpatialConvolution vs ours 0 Conv2d: kernel \(3, 3\) vs \(7, 7\)'):
+        torch7.read_t7_model(path, gunn18, 'gunn-18')
+
+
+def test_classifier_size_selects_the_dataset(tmp_path):
+    path = str(tmp_path / 'odd.t7')
+    network = t7.unknown_network()
+    network.fields['modules'][3] = t7.module('nn.Linear', weight=np.zeros((7, 4), np.float32))
+    t7.save(network, path)
+    with pytest.raises(GunnError, match='has a 7-way classifier; no -dataset has that many classes'):
+        load_for_inference(path)
+
+
+@pytest.mark.parametrize('cut,reason', [(20, 'unpack requires'), (3000, 'the file ends inside a storage of 1728'),
+                                        (60000, '')])
+def test_truncated_file_is_a_one_line_error(tmp_path, cut, reason):
+    with open(os.path.join(FIXTURES, 'gunnlayer_cifar_checkpoint.t7'), 'rb') as f:
+        data = f.read(cut)
+    path = tmp_path / 'cut.t7'
+    path.write_bytes(data)
+    with pytest.raises(GunnError, match=f'cannot read Torch7 file {path}: truncated or not a Torch7 file .{reason}'):
+        torch7.load_t7(str(path))
+
+
+def test_our_checkpoint_is_not_a_t7(tmp_path):
+    path = tmp_path / 'model.t7'
+    torch.save({'model': {}}, path)
+    with pytest.raises(GunnError, match='cannot read Torch7 file .*unknown object type'):
+        torch7.load_t7(str(path))

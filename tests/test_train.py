@@ -1,0 +1,97 @@
+"""The Trainer: ten-crop testing, precisions, and the epoch figures it returns."""
+import contextlib
+import io
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn as nn
+
+import models
+from dataloader import DataLoader
+from test_datasets import image_tree
+from train import Trainer
+
+
+def trainer_opt(**kw):
+    base = dict(dataset='digits', nEpochs=10, LR=0.1, momentum=0.9, weightDecay=1e-4, precision='single',
+                progress='lines')
+    return SimpleNamespace(**{**base, **kw})
+
+
+class Batches:
+    nCrops = 1
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def size(self):
+        return len(self.batches)
+
+    def run(self, epoch):
+        yield from enumerate(self.batches, 1)
+
+
+def digit_batches(n=2, size=8):
+    torch.manual_seed(0)
+    return Batches([{'input': torch.randn(size, 3, 32, 32), 'target': torch.randint(0, 10, (size,)),
+                     'batchTotal': size} for _ in range(n)])
+
+
+def quiet(fn, *args):
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        result = fn(*args)
+    return result, out.getvalue()
+
+
+def test_ten_crop_test_sums_the_crops(tmp_path):
+    """The original crashes in ten-crop testing (its loss sees ten outputs per target); ours scores them."""
+    image_tree(tmp_path / 'data')
+    opt = SimpleNamespace(dataset='imagenet', data=str(tmp_path / 'data'), gen=str(tmp_path / 'gen'),
+                          manualSeed=0, nThreads=0, batchSize=20, tenCrop=True)
+    _, val = DataLoader.create(opt)
+    assert val.nCrops == 10 and val.batchSize == 2
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2))
+    trainer = Trainer(model, nn.CrossEntropyLoss(), trainer_opt(dataset='imagenet'))
+    (top1, top5), out = quiet(trainer.test, 1, val)
+    with torch.no_grad():
+        sample = next(val.run(1))[1]
+        summed = model(sample['input']).view(2, 10, 2).sum(1)
+    expected = 100 * (summed.argmax(1) != sample['target']).float().mean().item()
+    assert top1 == pytest.approx(expected) and top5 == 0.0
+    assert ' * Finished epoch # 1     top1:' in out
+
+
+@pytest.mark.parametrize('precision,dtype', [('single', torch.float32), ('double', torch.float64),
+                                             ('half', torch.float32)])
+def test_precisions_train(precision, dtype):
+    torch.manual_seed(0)
+    model = models.create(SimpleNamespace(netType='gunn-mini', dataset='digits', optnet=False, optMemory=0,
+                                          shareGradInput=True)).to(dtype)
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = Trainer(model, nn.CrossEntropyLoss(), trainer_opt(precision=precision))
+    (top1, top5, loss), out = quiet(trainer.train, 1, digit_batches())
+    assert 0 <= top5 <= top1 <= 100 and 1.0 < loss < 4.0
+    assert all(p.dtype == dtype for p in model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert trainer.scaler.is_enabled() == (precision == 'half')
+    assert out.count(' | Epoch: [1][') == 2
+
+
+def test_epoch_figures_average_over_images():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    batches = digit_batches()
+    batches.batches[1] = {k: (v[:3] if torch.is_tensor(v) else 3) for k, v in batches.batches[1].items()}
+    criterion = nn.CrossEntropyLoss()
+    losses = []
+    with torch.no_grad():
+        weights = [p.clone() for p in model.parameters()]
+    trainer = Trainer(model, criterion, trainer_opt(LR=0.0, weightDecay=0.0))  # no update: fixed losses
+    (_, _, loss), _ = quiet(trainer.train, 1, batches)
+    with torch.no_grad():
+        for b in batches.batches:
+            losses.append(criterion(model(b['input']), b['target']).item() * len(b['target']))
+    assert loss == pytest.approx(sum(losses) / 11)
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters()))
