@@ -123,3 +123,19 @@ class DataLoader:
         sample['batchTotal'] the number of images in the global batch (all ranks together)."""
         self._order.epoch = epoch
         yield from enumerate(self._loader, 1)
+
+
+class FixedBatches:
+    """Batches already in memory, behind the DataLoader interface that Trainer uses (parity checks, tests).
+
+    Each batch is a dict with 'input', 'target' (0-based) and 'batchTotal' (the global batch size)."""
+    nCrops = 1
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def size(self):
+        return len(self.batches)
+
+    def run(self, epoch):
+        yield from enumerate(self.batches, 1)

@@ -25,6 +25,7 @@ def _bool(text):
 
 def get_args_parser():
     p = _Parser(prog='main.py', add_help=False, allow_abbrev=False,
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                 description='GUNN training script (PyTorch port of the Torch-7 code)')
     a = p.add_argument
     a('-help', '-h', '--help', action='help', help='show this help and exit')
@@ -74,6 +75,9 @@ def get_args_parser():
                    help='Memory level: 1 = as -optnet, >= 2 = as -shareGradInput')
     for d in ('-d1', '-d2', '-d3', '-d4'):
         g.add_argument(d, type=int, default=0, help='unused by GUNN')
+    for action in p._actions:
+        if action.type is _bool:
+            action.metavar = 'true|false'
     g = p.add_argument_group('Options of this port (not in the Lua original)')
     g.add_argument('-progress', default='auto', choices=('auto', 'bar', 'lines'),
                    help='bar: progress bar with ETA; lines: the Lua per-iteration log lines; auto: bar on a terminal')

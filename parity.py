@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 import models
+from dataloader import FixedBatches
 from train import Trainer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -148,20 +149,6 @@ class _RecordingLoss(nn.CrossEntropyLoss):
         return loss
 
 
-class _GoldenBatches:
-    """A loader over fixed golden batches, with the interface Trainer expects."""
-    nCrops = 1
-
-    def __init__(self, batches):
-        self.batches = batches
-
-    def size(self):
-        return len(self.batches)
-
-    def run(self, epoch):
-        yield from enumerate(self.batches, 1)
-
-
 def _zero_grad_bias(name):
     # the biases whose gradient is mathematically zero in training mode (golden README)
     return name.endswith('.1.2.8.bias') or name.endswith('.1.1.2.bias')
@@ -205,7 +192,7 @@ def check_gunn15(report, dirs=SEARCH_DIRS, memory='share'):
     batches = [{'input': T(f'train/batch{i}/input'), 'target': T(f'train/batch{i}/target') - 1, 'batchTotal': 4}
                for i in (1, 2, 3)]
     with contextlib.redirect_stdout(io.StringIO()):
-        Trainer(model, criterion, opt).train(1, _GoldenBatches(batches))
+        Trainer(model, criterion, opt).train(1, FixedBatches(batches))
     lua_losses = [s['loss'] for s in meta['f64']['train']['steps']]
     report.add(case, '3 SGD steps: losses', 'float64',
                max(abs(a - b) / abs(b) for a, b in zip(criterion.values, lua_losses)), 1e-10)
@@ -240,12 +227,13 @@ def check_gunn18(report, dirs=SEARCH_DIRS, precisions=('float64', 'float32')):
     meta, t = load_case('gunn18_imagenet', dirs)
     tols = {'float64': {'eval logits': 1e-10, 'train logits': 1e-9, 'train features': 1e-8},
             'float32': {'eval logits': 1e-5, 'train logits': 1e-3, 'train features': 1e-1}}
+    report.add('gunn18_imagenet', 'print(model) differs', 'text',
+               float(models.lua_string(models.create(_model_opt('gunn-18', 'imagenet', 'share'))) != meta['model_string']),
+               0, absolute=True)
     for precision in precisions:
         dtype = getattr(torch, precision)
         prefix = 'f64/' if precision == 'float64' else ''
         model = models.create(_model_opt('gunn-18', 'imagenet', 'share'))
-        report.add('gunn18_imagenet', 'print(model) differs', 'text',
-                   float(models.lua_string(model) != meta['model_string']), 0, absolute=True)
         gunn18_fill(model)
         model.to(dtype)
         features = {}
@@ -292,12 +280,38 @@ def check_extras(report, dirs=SEARCH_DIRS):
     report.add('extras', 'optim.sgd (3 steps)', 'float64', max(errs), 1e-15)
 
 
+def check_torch7_import(report, dirs=SEARCH_DIRS):
+    """The original's gunn15_cifar10_init.t7, read into our gunn-15: its float32 logits."""
+    from pretrained.torch7 import read_t7_model
+    meta, t = load_case('gunn15_cifar10', dirs)
+    model = models.create(_model_opt('gunn-15', 'cifar10', 'share'))
+    model.load_state_dict(read_t7_model(os.path.join(find_case('gunn15_cifar10', dirs), 'gunn15_cifar10_init.t7'),
+                                        model, 'gunn-15'))
+    case = 'gunn15_cifar10_init.t7'
+    report.add(case, 'weights vs init/param', 'float32',
+               worst((p, t['init/param/' + i['name']]) for p, i in zip(model.parameters(), meta['params'])), 0)
+    with torch.no_grad():  # eval mode first: the training-mode forward moves the running statistics
+        model.eval()
+        report.add(case, 'init eval logits', 'float32',
+                   rel_err(model(torch.from_numpy(np.array(t['eval_input']))), t['f32/init/eval_logits']), 1e-5)
+        model.train()
+        report.add(case, 'logits', 'float32', rel_err(model(torch.from_numpy(np.array(t['input']))), t['f32/fwd/logits']),
+                   1e-5)
+
+
+def _has_t7(name, dirs):
+    folder = find_case('gunn15_cifar10', dirs)
+    return folder is not None and os.path.isfile(os.path.join(folder, name))
+
+
+# case name -> (is it in dirs, check)
 CASES = {
-    'gunnlayer_cifar': lambda r, d: check_gunnlayer(r, 'gunnlayer_cifar', d),
-    'gunnlayer_imagenet': lambda r, d: check_gunnlayer(r, 'gunnlayer_imagenet', d),
-    'gunn15_cifar10': lambda r, d: check_gunn15(r, d),
-    'gunn18_imagenet': lambda r, d: check_gunn18(r, d),
-    'extras': lambda r, d: check_extras(r, d),
+    'gunnlayer_cifar': (find_case, lambda r, d: check_gunnlayer(r, 'gunnlayer_cifar', d)),
+    'gunnlayer_imagenet': (find_case, lambda r, d: check_gunnlayer(r, 'gunnlayer_imagenet', d)),
+    'gunn15_cifar10': (find_case, check_gunn15),
+    'gunn15_cifar10_init.t7': (_has_t7, check_torch7_import),
+    'gunn18_imagenet': (find_case, check_gunn18),
+    'extras': (find_case, check_extras),
 }
 
 
@@ -305,8 +319,8 @@ def main(argv):
     dirs = (argv[0],) if argv else SEARCH_DIRS
     report = Report()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    for name, check in CASES.items():
-        if find_case(name, dirs) is None:
+    for name, (present, check) in CASES.items():
+        if not present(name, dirs):
             print(f'-- {name}: not found, skipped')
             continue
         check(report, dirs)

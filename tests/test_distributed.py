@@ -14,6 +14,7 @@ import torch.nn as nn
 
 import distributed
 import models
+from dataloader import FixedBatches
 from errors import GunnError
 from train import Trainer
 
@@ -28,43 +29,36 @@ def run_opt(save, **kw):
     return SimpleNamespace(**{**base, **kw})
 
 
-class RankBatches:
+def rank_batches(rank, world_size):
     """Two global batches of 8 digit-sized images; each process gets its torch.tensor_split part."""
-    nCrops = 1
-
-    def __init__(self, rank, world_size):
-        generator = torch.Generator().manual_seed(7)
-        self.batches = []
-        for _ in range(2):
-            x = torch.randn(8, 3, 32, 32, generator=generator, dtype=torch.float64)
-            y = torch.randint(0, 10, (8,), generator=generator)
-            self.batches.append({'input': x.tensor_split(world_size)[rank], 'target': y.tensor_split(world_size)[rank],
-                                 'batchTotal': 8})
-
-    def size(self):
-        return 2
-
-    def run(self, epoch):
-        yield from enumerate(self.batches, 1)
+    generator = torch.Generator().manual_seed(7)
+    batches = []
+    for _ in range(2):
+        x = torch.randn(8, 3, 32, 32, generator=generator, dtype=torch.float64)
+        y = torch.randint(0, 10, (8,), generator=generator)
+        batches.append({'input': x.tensor_split(world_size)[rank], 'target': y.tensor_split(world_size)[rank],
+                        'batchTotal': 8})
+    return FixedBatches(batches)
 
 
 def train_two_steps(opt, process):
     """distributed.launch target: two SGD steps, float64; rank 0 writes the resulting state."""
     torch.manual_seed(0)
-    model = models.create(opt).double()
+    model = models.create(opt).to(torch.float64 if opt.precision == 'double' else torch.float32)
     models.batchnorm.set_bn_split(model, opt.bnSplit)
     model = distributed.wrap(model, process)
     with contextlib.redirect_stdout(io.StringIO()):
-        Trainer(model, nn.CrossEntropyLoss(), opt, None, process).train(1, RankBatches(process.rank, process.world_size))
+        Trainer(model, nn.CrossEntropyLoss(), opt, None, process).train(1, rank_batches(process.rank, process.world_size))
     if process.is_main:
         torch.save(getattr(model, 'module', model).state_dict(), os.path.join(opt.save, 'state.pt'))
 
 
-def test_two_processes_train_as_one_with_bn_split(tmp_path):
+@pytest.mark.parametrize('memory', [dict(), dict(shareGradInput=False, optnet=True)], ids=['share', 'optnet'])
+def test_two_processes_train_as_one_with_bn_split(tmp_path, memory):
     (tmp_path / 'two').mkdir()
     (tmp_path / 'one').mkdir()
-    distributed.launch(train_two_steps, run_opt(tmp_path / 'two', nGPU=2))
-    distributed.launch(train_two_steps, run_opt(tmp_path / 'one', bnSplit=2))
+    distributed.launch(train_two_steps, run_opt(tmp_path / 'two', nGPU=2, **memory))
+    distributed.launch(train_two_steps, run_opt(tmp_path / 'one', bnSplit=2, **memory))
     two = torch.load(tmp_path / 'two' / 'state.pt', weights_only=True)
     one = torch.load(tmp_path / 'one' / 'state.pt', weights_only=True)
     initial = models.create(run_opt(tmp_path)).state_dict()
@@ -73,6 +67,12 @@ def test_two_processes_train_as_one_with_bn_split(tmp_path):
         torch.testing.assert_close(two[name], value, rtol=1e-11, atol=1e-13, msg=name)
         moved += not torch.equal(value.float(), initial[name].float())
     assert moved > len(one) // 2  # the two steps did change the network
+
+
+def test_half_precision_trains_in_two_processes(tmp_path):
+    distributed.launch(train_two_steps, run_opt(tmp_path, nGPU=2, precision='half'))
+    state = torch.load(tmp_path / 'state.pt', weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state.values())
 
 
 def test_bn_split_differs_from_whole_batch_statistics(tmp_path):

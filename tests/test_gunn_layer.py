@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import memory_report
+import models
 from models import GunnLayer
 
 
@@ -27,15 +28,16 @@ def randomised(layer):
     return layer
 
 
-@pytest.mark.parametrize('dataset', ['cifar10', 'imagenet'])
-@pytest.mark.parametrize('mode', ['share', 'recompute'])
-def test_training_mode_matches_reference_float64(dataset, mode):
-    torch.manual_seed(0)
-    reference = randomised(GunnLayer(24, 6, dataset, 'plain')).double()
+def pair(seed, channels, segments, dataset, mode, dtype=torch.float64):
+    """(plain reference layer, the same layer on the `mode` path)."""
+    torch.manual_seed(seed)
+    reference = randomised(GunnLayer(channels, segments, dataset, 'plain')).to(dtype)
     fast = copy.deepcopy(reference)
     fast.memory = mode
-    x = torch.randn(3, 24, 7, 5, dtype=torch.float64)
-    g = torch.randn(3, 24, 7, 5, dtype=torch.float64)
+    return reference, fast
+
+
+def assert_same_run(reference, fast, x, g):
     out_r, gx_r, gp_r = run(reference, x, g)
     out_f, gx_f, gp_f = run(fast, x, g)
     torch.testing.assert_close(out_f, out_r, rtol=1e-12, atol=1e-12)
@@ -44,33 +46,52 @@ def test_training_mode_matches_reference_float64(dataset, mode):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
     for a, b in zip(fast.buffers(), reference.buffers()):  # running stats and num_batches_tracked
         torch.testing.assert_close(a, b, rtol=1e-13, atol=0)
+    return out_r
+
+
+@pytest.mark.parametrize('dataset', ['cifar10', 'imagenet'])
+@pytest.mark.parametrize('mode', ['share', 'recompute'])
+def test_training_mode_matches_reference_float64(dataset, mode):
+    reference, fast = pair(0, 24, 6, dataset, mode)
+    x = torch.randn(3, 24, 7, 5, dtype=torch.float64)
+    assert_same_run(reference, fast, x, torch.randn_like(x))
 
 
 @pytest.mark.parametrize('mode', ['share', 'recompute'])
 def test_eval_mode_with_and_without_gradients(mode):
-    torch.manual_seed(1)
-    reference = randomised(GunnLayer(16, 4, 'cifar10', 'plain')).double().eval()
-    fast = copy.deepcopy(reference)
-    fast.memory = mode
+    reference, fast = pair(1, 16, 4, 'cifar10', mode)
+    reference.eval()
+    fast.eval()
     x = torch.randn(2, 16, 6, 6, dtype=torch.float64)
-    g = torch.randn_like(x)
-    out_r, gx_r, gp_r = run(reference, x, g)
-    out_f, gx_f, gp_f = run(fast, x, g)  # eval mode with autograd: backward through running statistics
-    torch.testing.assert_close(out_f, out_r, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(gx_f, gx_r, rtol=1e-11, atol=1e-11)
-    for a, b in zip(gp_f, gp_r):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
+    out = assert_same_run(reference, fast, x, torch.randn_like(x))  # backward through the running statistics
     with torch.no_grad():
-        torch.testing.assert_close(fast(x), out_r, rtol=1e-12, atol=1e-12)
-    for a, b in zip(fast.buffers(), reference.buffers()):
-        assert torch.equal(a, b)
+        torch.testing.assert_close(fast(x), out, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('splits', [2, 3])
+@pytest.mark.parametrize('mode', ['share', 'recompute'])
+def test_bn_split_matches_reference(mode, splits):
+    reference, fast = pair(5, 16, 4, 'cifar10', mode)
+    for layer in (reference, fast):
+        models.batchnorm.set_bn_split(layer, splits)
+    x = torch.randn(7, 16, 4, 4, dtype=torch.float64)  # 7 images: slices of unequal size
+    assert_same_run(reference, fast, x, torch.randn_like(x))
+
+
+def test_bn_split_normalises_each_slice():
+    torch.manual_seed(6)
+    bn = models.batchnorm.BatchNorm2d(3)
+    bn.splits = 2
+    x = torch.randn(6, 3, 4, 4) * 3 + 1
+    out = bn(x)
+    for part in out.tensor_split(2):
+        torch.testing.assert_close(part.mean((0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
+    first = x[:3]
+    torch.testing.assert_close(bn.running_mean, 0.1 * first.mean((0, 2, 3)))  # from the first slice only
 
 
 def test_no_grad_forward_updates_running_stats_like_the_reference():
-    torch.manual_seed(2)
-    reference = GunnLayer(16, 4, 'cifar10', 'plain').double()
-    fast = copy.deepcopy(reference)
-    fast.memory = 'share'
+    reference, fast = pair(2, 16, 4, 'cifar10', 'share')
     x = torch.randn(4, 16, 5, 5, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(fast(x), reference(x), rtol=1e-12, atol=1e-12)
@@ -79,10 +100,7 @@ def test_no_grad_forward_updates_running_stats_like_the_reference():
 
 
 def test_input_without_grad_still_gives_parameter_gradients():
-    torch.manual_seed(3)
-    reference = GunnLayer(8, 2, 'cifar10', 'plain').double()
-    fast = copy.deepcopy(reference)
-    fast.memory = 'share'
+    reference, fast = pair(3, 8, 2, 'cifar10', 'share')
     x = torch.randn(2, 8, 4, 4, dtype=torch.float64)
     for layer in (reference, fast):
         layer(x).square().sum().backward()
@@ -93,10 +111,7 @@ def test_input_without_grad_still_gives_parameter_gradients():
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize('mode', ['share', 'recompute'])
 def test_mixed_precision_autocast_matches_reference(dtype, mode):
-    torch.manual_seed(4)
-    reference = GunnLayer(16, 4, 'cifar10', 'plain')
-    fast = copy.deepcopy(reference)
-    fast.memory = mode
+    reference, fast = pair(4, 16, 4, 'cifar10', mode, torch.float32)
     x = torch.randn(4, 16, 8, 8)
     g = torch.randn(4, 16, 8, 8)
     results = []
@@ -108,9 +123,9 @@ def test_mixed_precision_autocast_matches_reference(dtype, mode):
         results.append((out.float(), xi.grad, [p.grad for p in layer.parameters()]))
     (out_r, gx_r, gp_r), (out_f, gx_f, gp_f) = results
     assert out_f.dtype == out_r.dtype
-    tol = dict(rtol=0.05, atol=0.05)
-    torch.testing.assert_close(out_f, out_r, **tol)
-    torch.testing.assert_close(gx_f, gx_r, **tol)
+    # half precision keeps 3 (bfloat16) or 4 (float16) digits: the two paths round differently
+    torch.testing.assert_close(out_f, out_r, rtol=0.05, atol=0.05)
+    assert (gx_f - gx_r).norm() <= 0.02 * gx_r.norm()
     for a, b in zip(gp_f, gp_r):
         assert a.dtype == torch.float32
         assert (a - b).norm() <= 0.05 * b.norm() + 1e-3

@@ -21,13 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FEATURE_TOL = 1e-5  # relative to the largest feature: batching changes the float32 summation order
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """The networks here are small: one thread is as fast, and avoids OpenMP spin-waiting on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def rel_err(a, b):

@@ -25,13 +25,7 @@ FIXTURES = os.path.join(ROOT, 'tests', 'fixtures', 'lua')
 LOGITS_TOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """The networks here are small: one thread is as fast, and avoids OpenMP spin-waiting on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def tensor(array):

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 import models
-from dataloader import DataLoader
+from dataloader import DataLoader, FixedBatches
 from test_datasets import image_tree
 from train import Trainer
 
@@ -19,22 +19,9 @@ def trainer_opt(**kw):
     return SimpleNamespace(**{**base, **kw})
 
 
-class Batches:
-    nCrops = 1
-
-    def __init__(self, batches):
-        self.batches = batches
-
-    def size(self):
-        return len(self.batches)
-
-    def run(self, epoch):
-        yield from enumerate(self.batches, 1)
-
-
 def digit_batches(n=2, size=8):
     torch.manual_seed(0)
-    return Batches([{'input': torch.randn(size, 3, 32, 32), 'target': torch.randint(0, 10, (size,)),
+    return FixedBatches([{'input': torch.randn(size, 3, 32, 32), 'target': torch.randint(0, 10, (size,)),
                      'batchTotal': size} for _ in range(n)])
 
 
@@ -95,3 +82,15 @@ def test_epoch_figures_average_over_images():
             losses.append(criterion(model(b['input']), b['target']).item() * len(b['target']))
     assert loss == pytest.approx(sum(losses) / 11)
     assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters()))
+
+
+def test_progress_bar_mode_trains_and_tests():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    trainer = Trainer(model, nn.CrossEntropyLoss(), trainer_opt(progress='bar'))
+    with contextlib.redirect_stderr(io.StringIO()) as bar:
+        (top1, _, loss), out = quiet(trainer.train, 1, digit_batches())
+        (test_top1, _), _ = quiet(trainer.test, 1, digit_batches())
+    assert ' | Epoch: [' not in out and '=> Training epoch # 1' in out  # no per-iteration lines
+    assert 'Epoch 1' in bar.getvalue() and 'Err ' in bar.getvalue()  # tqdm writes to stderr
+    assert 0 <= top1 <= 100 and 0 <= test_top1 <= 100 and loss > 0
