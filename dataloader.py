@@ -97,6 +97,7 @@ class DataLoader:
                      for split in ('train', 'val'))
 
     def __init__(self, dataset, opt, split, rank=0, world_size=1):
+        self.classList = dataset.classList
         self.nCrops = 10 if split == 'val' and opt.tenCrop else 1
         self.batchSize = opt.batchSize // self.nCrops
         if self.batchSize < 1:

@@ -35,6 +35,7 @@ def run(opt, process):
 
     # Data loading
     trainLoader, valLoader = DataLoader.create(opt, process.rank, process.world_size)
+    models.check_classes(model, len(trainLoader.classList), opt)
 
     # The trainer handles the training loop and evaluation on validation set
     trainer = Trainer(model, criterion, opt, optimState, process)

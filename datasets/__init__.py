@@ -11,7 +11,6 @@ import os
 import torch_files
 from datasets import cifar, digits, imagenet
 from errors import GunnError
-from opts import N_CLASSES
 
 _MODULES = {'cifar10': cifar, 'cifar100': cifar, 'imagenet': imagenet, 'digits': digits}
 
@@ -48,16 +47,3 @@ def create(opt, split):
     if split not in SPLITS:
         raise ValueError(f'invalid split: {split!r}')
     return _module(opt.dataset).Dataset(load_info(opt), opt, split)
-
-
-def nClasses(name, info=None):
-    """Number of classes of dataset `name`; with its cache content `info`, the number actually found."""
-    if info is not None:
-        return len(info['classList'])
-    _module(name)
-    return N_CLASSES[name]  # an ImageNet-style folder may hold fewer classes: pass its info
-
-
-def classNames(info):
-    """Label names in label order (CIFAR: from the archive's meta file; ImageNet: class folder names)."""
-    return list(info['classList'])

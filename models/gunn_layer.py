@@ -60,9 +60,6 @@ class UpdateUnit(nn.Module):
         heads = [self.shortcut[0]] if self.shortcut is not None else []
         return heads + [self.branch[0]]
 
-    def head_bns(self):
-        return ([self.shortcut[1]] if self.shortcut is not None else []) + [self.branch[1]]
-
 
 class GunnLayer(nn.Module):
     def __init__(self, nChannels, nSegments, dataset='cifar10', memory='share'):

@@ -67,6 +67,14 @@ def set_cudnn_mode(mode):
     torch.backends.cudnn.deterministic = mode == 'deterministic'
 
 
+def check_classes(model, nClasses, opt):
+    """A data set with more classes than the classifier has outputs cannot be trained (nor evaluated)."""
+    outputs = getattr(model, 'module', model)[-1].out_features
+    if nClasses > outputs:
+        raise GunnError(f'the {opt.dataset} data has {nClasses} classes but the {opt.netType} classifier has {outputs} '
+                        f'outputs; use -resetClassifier true -nClasses {nClasses}')
+
+
 def reset_classifier(model, nClasses, announce=True):
     old = model[-1]
     if not isinstance(old, nn.Linear):

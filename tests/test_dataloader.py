@@ -27,6 +27,7 @@ def cifar_like(split, n=N):
 
 class TenCropImages:
     """ImageNet-style val data: small images whose pixels encode their index, ten-cropped."""
+    classList = [str(i) for i in range(N)]
 
     def get(self, i):
         return {'input': torch.arange(3 * 6 * 7, dtype=torch.float32).view(3, 6, 7) + 1000 * i, 'target': i}

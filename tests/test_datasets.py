@@ -14,6 +14,7 @@ import datasets
 import datasets.transforms as t
 from datasets import cifar, digits
 from errors import GunnError
+from opts import N_CLASSES
 from parity import load_case
 
 
@@ -102,7 +103,7 @@ def test_cifar_reads_a_local_copy(tmp_path, name, layout):
     check_cifar(datasets.create(opt, 'train'), datasets.create(opt, 'val'), expected)
     info = torch.load(os.path.join(opt.gen, f'{name}.pt'), weights_only=True)
     assert info['basedir'] == str(data) and info['train']['data'].dtype == torch.uint8
-    assert datasets.nClasses(name) == datasets.nClasses(name, info) == len(datasets.classNames(info))
+    assert len(info['classList']) == N_CLASSES[name]
 
 
 @pytest.mark.parametrize('name', ['cifar10', 'cifar100'])
@@ -229,7 +230,7 @@ def test_imagenet_index_and_loading(tmp_path):
     pixels = image_tree(tmp_path / 'data')
     opt = options(tmp_path, 'imagenet', tmp_path / 'data')
     train, val = datasets.create(opt, 'train'), datasets.create(opt, 'val')
-    assert train.classList == ['cat', 'dog'] and datasets.nClasses('imagenet', datasets.load_info(opt)) == 2
+    assert train.classList == ['cat', 'dog'] and datasets.load_info(opt)['classList'] == ['cat', 'dog']
     assert [train.path(i)[len(train.dir) + 1:] for i in range(train.size())] == [
         'cat/c1.jpg', 'cat/c2.png', 'cat/png_named.jpg', 'dog/d1.JPEG']
     assert train.imageClass.tolist() == [0, 0, 0, 1] and val.imageClass.tolist() == [0, 1]
@@ -293,7 +294,7 @@ def test_digits(tmp_path):
     assert (train.size(), val.size()) == (1433, 364) and train.data.shape == (1433, 3, 32, 32)
     assert train.data.dtype == torch.uint8 and train.data.max() == 255
     assert torch.equal(train.data[:, 0], train.data[:, 2])
-    assert train.classList == [str(k) for k in range(10)] and datasets.nClasses('digits') == 10
+    assert train.classList == [str(k) for k in range(10)]
     assert torch.equal(torch.bincount(train.labels) + torch.bincount(val.labels), torch.bincount(all_labels))
     assert torch.equal(torch.bincount(val.labels), (torch.bincount(all_labels) + 4) // 5)  # every 5th of each class
     pixels = train.data.double()
@@ -305,8 +306,6 @@ def test_digits(tmp_path):
     assert torch.load(datasets.cache_path(opt), weights_only=True)['basedir'] is None
 
 
-def test_class_counts():
-    assert {name: datasets.nClasses(name) for name in datasets.N_CLASSES} == {
-        'cifar10': 10, 'cifar100': 100, 'imagenet': 1000, 'digits': 10}
+def test_invalid_split():
     with pytest.raises(ValueError):
         datasets.create(types.SimpleNamespace(dataset='digits'), 'test')

@@ -103,3 +103,11 @@ def test_lua_printing_of_gunn15():
 def test_memory_options_select_the_gunn_layer_path(flags, mode):
     model = models.create(opt('gunn-mini', 'digits', **flags))
     assert {layer.memory for layer in models.gunn_layers(model)} == {mode}
+
+
+def test_more_classes_than_outputs_is_refused():
+    model = models.create(opt('gunn-mini', 'digits'))
+    models.check_classes(model, 10, SimpleNamespace(dataset='digits', netType='gunn-mini'))
+    with pytest.raises(GunnError, match='the imagenet data has 12 classes but the gunn-mini classifier has 10 outputs; '
+                                        'use -resetClassifier true -nClasses 12'):
+        models.check_classes(model, 12, SimpleNamespace(dataset='imagenet', netType='gunn-mini'))
