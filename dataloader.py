@@ -52,7 +52,14 @@ class _Batches(torch.utils.data.Dataset):
         self.preprocess = dataset.preprocess()
 
     def __getitem__(self, key):
-        epoch, n, indices, first, total = key
+        try:
+            return self._batch(*key)
+        except GunnError as e:
+            # DataLoader re-raises a worker's exception with the worker's traceback in its message: pass
+            # the one-line message on instead, and raise it in the training process (DataLoader.run)
+            return {'error': str(e)}
+
+    def _batch(self, epoch, n, indices, first, total):
         inputs, targets = [], []
         # The caller's generator state is restored afterwards; only the CPU generator is reseeded
         # (torch.manual_seed would also reseed CUDA in the main process).
@@ -123,7 +130,10 @@ class DataLoader:
         crops of image i in rows nCrops*i .. nCrops*i + nCrops-1, sample['target'] int64 [b], 0-based, and
         sample['batchTotal'] the number of images in the global batch (all ranks together)."""
         self._order.epoch = epoch
-        yield from enumerate(self._loader, 1)
+        for n, sample in enumerate(self._loader, 1):
+            if 'error' in sample:
+                raise GunnError(sample['error'])
+            yield n, sample
 
 
 class FixedBatches:

@@ -80,3 +80,6 @@ if __name__ == '__main__':
     except GunnError as e:
         print(f'error: {e}', file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print('interrupted: the latest checkpoint holds the last finished epoch', file=sys.stderr)
+        sys.exit(130)

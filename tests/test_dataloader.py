@@ -121,3 +121,18 @@ def test_create_builds_both_loaders(tmp_path):
     assert (train.size(), val.size()) == (15, 4)
     n, sample = next(iter(val.run(1)))
     assert sample['input'].shape == (100, 3, 32, 32)
+
+
+class Unreadable(TenCropImages):
+    def get(self, i):
+        if i == 7:
+            raise GunnError('cannot read image data/train/a/7.jpg: cannot identify image file')
+        return super().get(i)
+
+
+@pytest.mark.parametrize('threads', [0, 2])
+def test_an_unreadable_image_is_a_one_line_error_from_workers_too(threads):
+    loader = DataLoader(Unreadable(), options(nThreads=threads), 'val')
+    with pytest.raises(GunnError) as e:
+        epoch(loader, 1)
+    assert str(e.value) == 'cannot read image data/train/a/7.jpg: cannot identify image file'
