@@ -42,11 +42,15 @@ def _use_cuda(opt):
 
 def check(opt):
     """The -nGPU checks that need to know the machine."""
-    world_size = int(os.environ['WORLD_SIZE']) if _under_torchrun() else opt.nGPU
-    if not _under_torchrun() and _use_cuda(opt) and opt.nGPU > torch.cuda.device_count():
-        raise GunnError(f'-nGPU {opt.nGPU}, but only {torch.cuda.device_count()} GPU(s) are visible')
-    if not _under_torchrun() and not _use_cuda(opt) and opt.nGPU > 1 and opt.device != 'cpu':
-        raise GunnError(f'-nGPU {opt.nGPU}, but no GPU is visible (use -device cpu for {opt.nGPU} CPU processes)')
+    if _under_torchrun():
+        world_size = int(os.environ['WORLD_SIZE'])
+    else:
+        world_size = opt.nGPU
+        gpus = torch.cuda.device_count() if _use_cuda(opt) else 0
+        if gpus and opt.nGPU > gpus:
+            raise GunnError(f'-nGPU {opt.nGPU}, but only {gpus} GPU(s) are visible')
+        if not gpus and opt.nGPU > 1 and opt.device != 'cpu':
+            raise GunnError(f'-nGPU {opt.nGPU}, but no GPU is visible (use -device cpu for {opt.nGPU} CPU processes)')
     if opt.batchSize % world_size:
         raise GunnError(f'-batchSize {opt.batchSize} is not divisible by the {world_size} training processes')
 
