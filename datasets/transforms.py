@@ -1,9 +1,8 @@
 """Data augmentation and normalisation of the original datasets/transforms.lua, on float CHW tensors.
 
 Every transform is a small picklable class (the Lua ones are closures) so that DataLoader workers can
-receive them. All randomness comes from torch's global generator (``torch.rand``, ``torch.randint``,
-``torch.randn``, ``torch.randperm``), so seeding torch reproduces a pipeline; the draws happen in the
-same order as in the Lua, though the values differ from Torch7's generator.
+receive them. Every random draw goes through one source object (``TorchDraws``, torch's global generator,
+by default; see ``draws_from``), one method per Torch7 call, in the order the Lua makes them.
 
 The image-package functions the Lua relies on are ported here from torch/image (init.lua and
 generic/image.c) rather than taken from torchvision, whose bicubic resize (a=-0.75, half-pixel centres)
@@ -19,19 +18,56 @@ and rotation (zero padding inside the border pixel) do not match them:
 Blend-based transforms (Saturation, Brightness, Contrast) and Jigsaw modify their input in place and
 return it, as the Lua does; ColorNormalize, Lighting and every crop/flip/scale return a new tensor.
 """
+import contextlib
 import math
 
 import torch
 
 
+class TorchDraws:
+    """The random draws of the transforms, from torch's global CPU generator (the default source).
+
+    Each method is one Torch7 call of transforms.lua. Another object with the same methods can stand in
+    for this one (``draws_from``): the parity check replays the Lua's recorded draws, and ``-rng torch7``
+    draws them from an emulation of Torch7's generator."""
+
+    def uniform(self, a=0.0, b=1.0):
+        """torch.uniform(a, b): a double in [a, b)."""
+        return a + (b - a) * torch.rand((), dtype=torch.float64).item()
+
+    def random(self, a, b):
+        """torch.random(a, b): an integer in [a, b], both ends included."""
+        return int(torch.randint(a, b + 1, ()).item())
+
+    def randperm(self, n):
+        """torch.randperm(n), 0-based, as a list."""
+        return torch.randperm(n).tolist()
+
+    def normal(self, n, mean, std):
+        """DoubleTensor(n):normal(mean, std): float64 [n]."""
+        return torch.randn(n, dtype=torch.float64) * std + mean
+
+
+_draws = TorchDraws()
+
+
+@contextlib.contextmanager
+def draws_from(source):
+    """Within the block, every transform draws from ``source`` (an object with TorchDraws' methods)."""
+    global _draws
+    previous, _draws = _draws, source
+    try:
+        yield source
+    finally:
+        _draws = previous
+
+
 def _uniform(a=0.0, b=1.0):
-    """torch.uniform(a, b) of Torch7: a double in [a, b)."""
-    return a + (b - a) * torch.rand((), dtype=torch.float64).item()
+    return _draws.uniform(a, b)
 
 
 def _random(a, b):
-    """torch.random(a, b) of Torch7: an integer in [a, b], both ends included."""
-    return int(torch.randint(a, b + 1, ()).item())
+    return _draws.random(a, b)
 
 
 def _round(x):
@@ -289,7 +325,7 @@ class Lighting:
     def __call__(self, img):
         if self.alphastd == 0:
             return img
-        alpha = torch.randn(3, dtype=torch.float64) * self.alphastd
+        alpha = _draws.normal(3, 0.0, self.alphastd)
         rgb = (self.eigvec * alpha.view(1, 3) * self.eigval.view(1, 3)).sum(1)
         return img + rgb.to(img.dtype).view(3, 1, 1)
 
@@ -325,7 +361,7 @@ class RandomOrder:
         self.transforms = list(transforms)
 
     def __call__(self, img):
-        for k in torch.randperm(len(self.transforms)).tolist():
+        for k in _draws.randperm(len(self.transforms)):
             img = self.transforms[k](img)
         return img
 
