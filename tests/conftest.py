@@ -16,3 +16,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'cuda: needs a CUDA GPU (skipped with the reason where none is visible)')
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
+                                   reason='no CUDA GPU visible: run tools/gpu_check.sh on a GPU machine')
