@@ -2,14 +2,17 @@
 import csv
 import os
 
+import torch_files
+
+CSV, PNG = 'log.csv', 'curves.png'
 FIELDS = ('epoch', 'lr', 'train_loss', 'train_top1', 'train_top5', 'test_top1', 'test_top5', 'seconds',
           'images_per_s')
 
 
 class EpochLog:
     def __init__(self, save_dir, start_epoch):
-        self.csv_path = os.path.join(save_dir, 'log.csv')
-        self.png_path = os.path.join(save_dir, 'curves.png')
+        self.csv_path = os.path.join(save_dir, CSV)
+        self.png_path = os.path.join(save_dir, PNG)
         self.rows = []
         if os.path.isfile(self.csv_path):  # a resumed run keeps the epochs before the one it restarts at
             with open(self.csv_path, newline='') as f:
@@ -17,12 +20,10 @@ class EpochLog:
 
     def add(self, **row):
         self.rows.append({k: row[k] for k in FIELDS})
-        tmp = self.csv_path + '.tmp'
-        with open(tmp, 'w', newline='') as f:
+        with torch_files.replacing(self.csv_path) as tmp, open(tmp, 'w', newline='') as f:
             writer = csv.DictWriter(f, FIELDS)
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(tmp, self.csv_path)
         self.plot()
 
     def plot(self):
@@ -44,7 +45,8 @@ class EpochLog:
         for ax in (err, loss):
             ax.grid(alpha=0.3)
         fig.tight_layout()
-        tmp = self.png_path + '.tmp.png'
-        fig.savefig(tmp, dpi=90)
-        plt.close(fig)
-        os.replace(tmp, self.png_path)
+        try:
+            with torch_files.replacing(self.png_path) as tmp:
+                fig.savefig(tmp, format='png', dpi=90)
+        finally:
+            plt.close(fig)

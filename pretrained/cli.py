@@ -27,6 +27,8 @@ def check_output(path):
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise GunnError(f'folder of the output file not found: {folder}')
+    if os.path.isdir(path):
+        raise GunnError(f'{path} is a folder, not an output file')
 
 
 def run(main):

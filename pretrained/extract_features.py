@@ -39,6 +39,8 @@ def _integer(text):
 
 def image_files(directory):
     """The image files directly in directory, sorted by name; other files and folders are skipped."""
+    if os.path.isfile(directory):
+        raise GunnError(f'{directory} is a file, not a folder of images')
     if not os.path.isdir(directory):
         raise GunnError(f'directory not found: {directory}')
     names = sorted(name for name in os.listdir(directory)

@@ -6,6 +6,7 @@ import torch
 
 import checkpoints
 import models
+import torch_files
 from datasets import digits, imagenet
 from datasets import transforms as t
 from datasets.cifar import VARIANTS
@@ -41,8 +42,7 @@ def device():
 
 def check_files(paths):
     for path in paths:
-        if not os.path.isfile(path):
-            raise GunnError(f'file not found: {path}')
+        torch_files.require_file(path, 'file')
 
 
 def load_images(paths, transform):

@@ -7,13 +7,13 @@ builds them module for module), so the modules that carry weights are paired one
 nn.Linear. Only weight, bias, running_mean and running_var are read, under the same names in both trees;
 everything else in the file (GunnLayer work buffers, gradients, cudnn.torch's own fields) is ignored.
 """
-import os
 
 import torch
 import torch.nn as nn
 import torchfile
 
 import models
+import torch_files
 from errors import GunnError
 from opts import N_CLASSES
 
@@ -46,8 +46,7 @@ for _name, _read in list(torchfile.type_handlers.items()):
 
 def load_t7(path):
     """The root module object of a Torch7 file."""
-    if not os.path.isfile(path):
-        raise GunnError(f'model file not found: {path}')
+    torch_files.require_file(path, 'model file')
     try:
         # Without the list heuristic, Lua lists holding tensors (GunnLayer.inputTable) load under numpy 2;
         # every Lua table then comes back as a dict, lists with keys 1..n.

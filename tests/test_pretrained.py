@@ -15,7 +15,8 @@ import models
 import torch7_writer as t7
 import torch_files
 from datasets.imagenet import load_image
-from pretrained import classify, export_onnx, extract_features, load
+from errors import GunnError
+from pretrained import classify, cli, export_onnx, extract_features, load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FEATURE_TOL = 1e-5  # relative to the largest feature: batching changes the float32 summation order
@@ -129,6 +130,11 @@ def test_class_names_and_preprocessing():
     assert gray.shape == (3, 32, 32) and torch.allclose(gray, expected.view(3, 1, 1).expand(3, 32, 32), atol=1e-5)
 
 
+def test_an_output_file_that_is_a_folder_is_refused_before_any_work(tmp_path):
+    with pytest.raises(GunnError, match=f'^{tmp_path} is a folder, not an output file$'):
+        cli.check_output(str(tmp_path))
+
+
 @pytest.fixture(scope='module')
 def failures(work):
     """The error cases, each a run of the script in its own process (started together: start-up dominates)."""
@@ -146,6 +152,10 @@ def failures(work):
                         'error: .*model_best.pt has a 10-way classifier, but cifar100 has 100 classes$'),
         'empty directory': (script('extract_features.py', work.checkpoint, 4, work.folder / 'empty'),
                             'error: no images .* in .*empty$'),
+        'folder as model': (script('classify.py', work.dir, work.images[0]),
+                            f'error: {re.escape(work.dir)} is a folder, not a file$'),
+        'file as directory': (script('extract_features.py', work.checkpoint, 4, work.images[0]),
+                              f'error: {re.escape(work.images[0])} is a file, not a folder of images$'),
     }
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}  # five processes share the CPU
     running = {name: subprocess.Popen(command, cwd=work.folder, env=env, stdout=subprocess.PIPE,
@@ -155,7 +165,7 @@ def failures(work):
 
 
 @pytest.mark.parametrize('case', ['missing image', 'not an image', 'unknown t7', 'class count',
-                                  'empty directory'])
+                                  'empty directory', 'folder as model', 'file as directory'])
 def test_bad_input_is_one_error_line_and_status_1(failures, case):
     (stdout, stderr), status, pattern = failures[case]
     assert status == 1 and stdout == ''
