@@ -1,11 +1,12 @@
 """Saving and finding checkpoints (port of checkpoints.lua, with the saves GUNN commented out restored).
 
 Files hold plain dicts of tensors and Python values (no pickled objects), load with weights_only=True on
-any machine, and are written atomically: a killed run leaves the previous file intact.
+any machine, and are written atomically: a killed run, a full disk or a read-only file system leaves the
+previous file intact.
 
 * ``latest.pt``: {'epoch', 'netType', 'dataset', 'model' (state_dict), 'optimState' (optimizer
   state_dict), 'bestTop1', 'bestTop5', 'opt' (the options as a dict), 'worldSize'}; rewritten after
-  every epoch. ``-resume DIR`` continues from it.
+  every epoch. ``-resume DIR`` (or ``-resume DIR/latest.pt``) continues from it.
 * ``model_best.pt``: {'epoch', 'netType', 'dataset', 'model', 'top1', 'top5', 'opt'} of the epoch with
   the lowest test top-1 error so far.
 """
@@ -37,18 +38,38 @@ def bn_group(batchSize, worldSize, bnSplit):
     return batchSize / (worldSize * bnSplit)
 
 
-def latest(opt, worldSize=1):
-    """(checkpoint, optimState) from -resume DIR, or (None, None) when there is nothing to resume."""
+def same_path(a, b):
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def resume_file(opt):
+    """The latest checkpoint that -resume names (a run's folder, or its latest.pt itself), or None to start
+    from scratch. A -resume that does not exist is an error (a mistyped name must not start a new run),
+    except where it is this run's -save folder: `-save X -resume X` starts X and continues it after a restart."""
     if opt.resume == 'none':
-        return None, None
-    path = os.path.join(opt.resume, LATEST)
-    if not os.path.isfile(path):
-        print(f'=> No checkpoint in {opt.resume}; starting from scratch')
+        return None
+    if os.path.isfile(opt.resume):
+        return opt.resume
+    if os.path.isdir(opt.resume):
+        path = os.path.join(opt.resume, LATEST)
+        if os.path.isfile(path):
+            return path
+    elif not (same_path(opt.resume, opt.save) or same_path(opt.resume, os.path.join(opt.save, LATEST))):
+        raise GunnError(f'-resume {opt.resume}: no such folder or file (-resume takes the folder of a run or its '
+                        f'{LATEST}; with -save naming the same folder, a first start begins from scratch)')
+    print(f'=> No checkpoint in {opt.resume}; starting from scratch')
+    return None
+
+
+def latest(opt, worldSize, path):
+    """(checkpoint, optimState) of the latest checkpoint file path (from resume_file), or (None, None)."""
+    if path is None:
         return None, None
     print(f'=> Loading checkpoint {path}')
     checkpoint = load_file(path)
     if 'optimState' not in checkpoint or 'epoch' not in checkpoint:
-        raise GunnError(f'{path} is not a latest checkpoint (no optimizer state or epoch)')
+        raise GunnError(f'{path} is not a latest checkpoint (no optimizer state or epoch): -resume takes the '
+                        f'folder of a run or its {LATEST}; -retrain {path} starts from its weights')
     checkpoint['path'] = path
     saved = checkpoint['opt']
     before = bn_group(saved['batchSize'], checkpoint['worldSize'], saved.get('bnSplit', 1))
@@ -58,6 +79,29 @@ def latest(opt, worldSize=1):
               f'({checkpoint["worldSize"]} process(es)) and continues with {now:g}: the BatchNorm statistics, '
               'and so the experiment, change', file=sys.stderr)
     return checkpoint, checkpoint['optimState']
+
+
+def describe(folder):
+    """The run whose checkpoints are in folder, in words ('gunn-mini on digits, epoch 6, best top-1 error
+    2.473 %'), or None when it holds none. Reads latest.pt, or model_best.pt where latest.pt is missing."""
+    for name, best in ((LATEST, 'bestTop1'), (BEST, 'top1')):
+        path = os.path.join(folder, name)
+        if os.path.lexists(path):
+            try:
+                run = load_file(path)
+                return (f'{run["netType"]} on {run["dataset"]}, epoch {run["epoch"]}, '
+                        f'best top-1 error {run[best]:.3f} %')
+            except (GunnError, KeyError, TypeError, ValueError):
+                return f'{name} unreadable as a GUNN checkpoint'
+    return None
+
+
+def kept(folder):
+    """What a run stopped before the end leaves in its -save folder, for its last message."""
+    path = os.path.join(folder, LATEST)
+    if os.path.isfile(path):
+        return f'{path}, the last saved epoch, is intact'
+    return f'no checkpoint had been saved in {folder} yet'
 
 
 def load_optim_state(path):
@@ -75,6 +119,9 @@ def save(epoch, model, optimState, isBestModel, opt, best, worldSize=1):
     options = dict(vars(opt))
     common = {'epoch': epoch, 'netType': opt.netType, 'dataset': opt.dataset, 'model': state, 'opt': options}
     if isBestModel:
-        torch_files.save_atomic({**common, 'top1': best[0], 'top5': best[1]}, os.path.join(opt.save, BEST))
+        try:
+            torch_files.save_atomic({**common, 'top1': best[0], 'top5': best[1]}, os.path.join(opt.save, BEST))
+        except GunnError as e:  # a full disk or a read-only file system: nothing of this epoch is written
+            raise GunnError(f'{e}; {kept(opt.save)}') from None
     torch_files.save_atomic({**common, 'optimState': optimState, 'bestTop1': best[0], 'bestTop5': best[1],
                              'worldSize': worldSize}, os.path.join(opt.save, LATEST))

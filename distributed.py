@@ -5,6 +5,7 @@ Under ``torchrun`` (one or several machines) the processes come from torchrun an
 environment variables. Every process loads its slice of each global batch of ``-batchSize`` images and
 normalises BatchNorm over that slice alone, as each GPU of DataParallelTable did.
 """
+import logging
 import os
 import socket
 import sys
@@ -14,6 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import checkpoints
 from errors import GunnError
 
 
@@ -48,11 +50,19 @@ def check(opt):
         world_size = opt.nGPU
         gpus = torch.cuda.device_count() if _use_cuda(opt) else 0
         if gpus and opt.nGPU > gpus:
-            raise GunnError(f'-nGPU {opt.nGPU}, but only {gpus} GPU(s) are visible')
+            raise GunnError(f'-nGPU {opt.nGPU}, but only {gpus} GPU(s) are visible: {_same_experiment(opt, gpus)} '
+                            'runs the same experiment (the same BatchNorm groups and updates) on them')
         if not gpus and opt.nGPU > 1 and opt.device != 'cpu':
-            raise GunnError(f'-nGPU {opt.nGPU}, but no GPU is visible (use -device cpu for {opt.nGPU} CPU processes)')
+            raise GunnError(f'-nGPU {opt.nGPU}, but no GPU is visible: {_same_experiment(opt, 1)} runs the same '
+                            f'experiment in one process (or -device cpu for {opt.nGPU} CPU processes)')
     if opt.batchSize % world_size:
         raise GunnError(f'-batchSize {opt.batchSize} is not divisible by the {world_size} training processes')
+
+
+def _same_experiment(opt, gpus):
+    """The -nGPU/-bnSplit pair for at most `gpus` processes that normalises BatchNorm over the same groups."""
+    processes = max(n for n in range(1, gpus + 1) if opt.nGPU % n == 0)
+    return f'-nGPU {processes} -bnSplit {opt.nGPU // processes * opt.bnSplit}'
 
 
 def launch(run, opt):
@@ -66,12 +76,14 @@ def launch(run, opt):
     else:
         os.environ.setdefault('MASTER_ADDR', '127.0.0.1')
         os.environ.setdefault('MASTER_PORT', str(_free_port()))
+        # not its note on stopping the other processes after one failed: the error line is the message
+        logging.getLogger('torch.multiprocessing.spawn').setLevel(logging.ERROR)
         try:
             mp.start_processes(_child, (run, opt), nprocs=opt.nGPU, join=True, start_method='spawn')
         except mp.ProcessExitedException as e:
             if e.exit_code != 1:  # exit code 1: the process printed its own error line already
                 raise GunnError(f'training process {e.error_index} of {opt.nGPU} died (exit code {e.exit_code}); '
-                                'all processes were stopped; the last latest checkpoint is intact') from None
+                                f'all processes were stopped; {checkpoints.kept(opt.save)}') from None
             sys.exit(1)
 
 
@@ -97,8 +109,35 @@ def _run_process(run, opt, rank, world_size, local_rank):
         sys.stdout = open(os.devnull, 'w')
     try:
         return run(opt, process)
+    except StoppedByMain:
+        return None
     finally:
         dist.destroy_process_group()
+
+
+class StoppedByMain(Exception):
+    """Ends the other processes quietly when rank 0 stops the run with an error of its own (printed there)."""
+
+
+def decided_by_main(decide, process):
+    """decide() run in rank 0 alone and its result given to every process: the -save checks read and write
+    the folder once, without races between the processes. A GunnError there is raised in rank 0 and ends
+    the other processes quietly, so that they all stop at once instead of waiting for rank 0."""
+    if process.world_size == 1:
+        return decide()
+    result, failure = None, None
+    if process.is_main:
+        try:
+            result = decide()
+        except GunnError as e:
+            failure = e
+    shared = [result, None if failure is None else str(failure)]
+    dist.broadcast_object_list(shared, src=0, device=torch.device(process.device))
+    if failure is not None:
+        raise failure
+    if shared[1] is not None:
+        raise StoppedByMain
+    return shared[0]
 
 
 def wrap(model, process):

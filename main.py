@@ -9,6 +9,7 @@ import checkpoints
 import distributed
 import models
 import opts
+import save_folder
 from dataloader import DataLoader
 from epoch_log import EpochLog
 from errors import GunnError
@@ -17,15 +18,21 @@ from train import Trainer
 
 def main(argv):
     opt = opts.parse(argv)
-    distributed.launch(run, opt)  # run() here, or once per process with -nGPU N / torchrun
+    try:
+        distributed.launch(run, opt)  # run() here, or once per process with -nGPU N / torchrun
+    except KeyboardInterrupt:
+        print('interrupted' + ('' if opt.testOnly else f'; {checkpoints.kept(opt.save)}'), file=sys.stderr)
+        sys.exit(130)
 
 
 def run(opt, process):
     torch.set_num_threads(opt.cpuThreads)  # the Lua's torch.setnumthreads(1): loader workers run beside it
     torch.manual_seed(opt.manualSeed)
 
+    # -resume and -save are checked before anything else, once (save_folder.py)
+    resumeFile = distributed.decided_by_main(lambda: save_folder.claim(opt), process)
     # Load previous checkpoint, if it exists
-    checkpoint, optimState = checkpoints.latest(opt, process.world_size)
+    checkpoint, optimState = checkpoints.latest(opt, process.world_size, resumeFile)
     if checkpoint is None and opt.optimState != 'none':
         optimState = checkpoints.load_optim_state(opt.optimState)
 
@@ -80,6 +87,3 @@ if __name__ == '__main__':
     except GunnError as e:
         print(f'error: {e}', file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print('interrupted: the latest checkpoint holds the last finished epoch', file=sys.stderr)
-        sys.exit(130)

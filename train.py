@@ -7,6 +7,7 @@ import time
 import torch
 import torch.distributed as dist
 
+import checkpoints
 from distributed import Process
 from errors import GunnError
 
@@ -93,7 +94,7 @@ class Trainer:
                 [loss.item() * batchSize, top1 * batchSize, top5 * batchSize, batchSize], self.device)
             if not math.isfinite(lossBatch):
                 raise GunnError(f'the loss is {lossBatch / count} at epoch {epoch}, iteration {n}: training diverged; '
-                                'stopping without saving this epoch (the previous checkpoint is intact)')
+                                f'stopping without saving this epoch ({checkpoints.kept(self.opt.save)})')
             if self.worldSize > 1:
                 # DistributedDataParallel averages the processes' gradients: weighing each by its share of
                 # the batch makes the update that of the mean loss over the global batch, as the Lua's

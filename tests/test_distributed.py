@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+import checkpoints
 import distributed
 import models
 from dataloader import FixedBatches
@@ -121,7 +122,8 @@ def test_torchrun_run_then_single_process_resume(tmp_path):
 
 
 @pytest.mark.parametrize('argv,message', [
-    (['-nGPU', '2', '-device', 'auto'], 'error: -nGPU 2, but no GPU is visible (use -device cpu for 2 CPU processes)'),
+    (['-nGPU', '2', '-device', 'auto'], 'error: -nGPU 2, but no GPU is visible: -nGPU 1 -bnSplit 2 runs the same '
+                                        'experiment in one process (or -device cpu for 2 CPU processes)'),
     (['-nGPU', '3', '-batchSize', '64'], 'error: -batchSize 64 is not divisible by the 3 training processes'),
 ])
 def test_bad_process_counts(tmp_path, argv, message):
@@ -129,3 +131,30 @@ def test_bad_process_counts(tmp_path, argv, message):
         pytest.skip('checks the messages of a machine without GPUs')
     result = main_py(tmp_path, *DIGITS, *argv, check=False)
     assert result.returncode == 1 and result.stderr.strip() == message
+
+
+@pytest.mark.parametrize('nGPU,bnSplit,gpus,advice', [(4, 1, 1, '-nGPU 1 -bnSplit 4'), (4, 1, 2, '-nGPU 2 -bnSplit 2'),
+                                                      (4, 2, 3, '-nGPU 2 -bnSplit 4'), (6, 1, 4, '-nGPU 3 -bnSplit 2')])
+def test_too_few_gpus_point_to_the_same_experiment_with_bn_split(monkeypatch, nGPU, bnSplit, gpus, advice):
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: gpus)
+    monkeypatch.delenv('WORLD_SIZE', raising=False)
+    opt = run_opt('.', nGPU=nGPU, bnSplit=bnSplit, device='cuda', batchSize=64)
+    with pytest.raises(GunnError) as e:
+        distributed.check(opt)
+    assert str(e.value) == (f'-nGPU {nGPU}, but only {gpus} GPU(s) are visible: {advice} runs the same experiment '
+                            '(the same BatchNorm groups and updates) on them')
+    processes, split = map(int, advice.split()[1::2])
+    assert checkpoints.bn_group(64, nGPU, bnSplit) == checkpoints.bn_group(64, processes, split)
+
+
+def test_processes_refuse_a_save_folder_holding_a_run_together(tmp_path):
+    """Rank 0 alone checks -save; the others stop with it, quietly, instead of waiting for it."""
+    from test_checkpoints import saved_run
+    (tmp_path / 'X').mkdir()
+    saved_run(tmp_path / 'X')
+    before = {name: (tmp_path / 'X' / name).read_bytes() for name in os.listdir(tmp_path / 'X')}
+    result = main_py(tmp_path, *DIGITS, '-nGPU', '2', '-save', 'X', check=False)
+    assert result.returncode == 1 and result.stderr == (
+        'error: -save X already holds another run (gunn-mini on digits, epoch 3, best top-1 error 12.500 %), which '
+        'this run would overwrite: continue it with -resume X, or choose another -save folder\n')
+    assert {name: (tmp_path / 'X' / name).read_bytes() for name in os.listdir(tmp_path / 'X')} == before
