@@ -1,6 +1,8 @@
 """Command-line options (port of opts.lua): the same single-dash names, defaults and checks."""
 import argparse
+import math
 import os
+import re
 import sys
 
 # What each -dataset gives the model files: the classifier size (gunn-18.lua always builds 1000 outputs).
@@ -11,6 +13,11 @@ DEFAULT_EPOCHS = {'imagenet': 90, 'cifar10': 164, 'cifar100': 164, 'digits': 10}
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # '-weightDecay -1e-4' takes -1e-4 as a (negative, so refused) value, not as an unknown option
+        self._negative_number_matcher = re.compile(r'^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|nan)$')
+
     def error(self, message):
         """Bad options: one line and exit status 2, as torch.CmdLine."""
         sys.stderr.write(f'{self.prog}: error: {message}\n')
@@ -108,26 +115,9 @@ def check(opt):
         raise ValueError(f'unknown dataset: {opt.dataset}')
     if opt.precision not in ('single', 'double', 'half'):
         raise ValueError(f'unknown precision: {opt.precision}')
-    if opt.batchSize <= 0:
-        raise ValueError(f'-batchSize must be positive, got {opt.batchSize}')
-    if opt.nEpochs < 0:
-        raise ValueError(f'-nEpochs must not be negative, got {opt.nEpochs}')
-    if opt.nThreads < 0:
-        raise ValueError(f'-nThreads must not be negative, got {opt.nThreads}')
-    if opt.nGPU < 1:
-        raise ValueError(f'-nGPU must be at least 1, got {opt.nGPU}')
-    if opt.cpuThreads < 1:
-        raise ValueError(f'-cpuThreads must be at least 1, got {opt.cpuThreads}')
-    if opt.bnSplit < 1:
-        raise ValueError(f'-bnSplit must be at least 1, got {opt.bnSplit}')
-    if opt.dataset == 'imagenet':
-        if not os.path.isdir(opt.data):
-            raise ValueError('missing ImageNet data directory' + (f': {opt.data}' if opt.data else ' (-data DIR)'))
-        if not os.path.isdir(os.path.join(opt.data, 'train')):
-            raise ValueError(f'ImageNet missing `train` directory: {os.path.join(opt.data, "train")}')
-        opt.shortcutType = opt.shortcutType or 'B'
-    else:
-        opt.shortcutType = opt.shortcutType or 'A'
+    _check_values(opt)
+    _check_data(opt)
+    opt.shortcutType = opt.shortcutType or ('B' if opt.dataset == 'imagenet' else 'A')
     if opt.tenCrop and opt.dataset != 'imagenet':
         raise ValueError(f'-tenCrop is for imagenet: the {opt.dataset} validation images are used whole')
     opt.nEpochs = opt.nEpochs or DEFAULT_EPOCHS[opt.dataset]
@@ -135,7 +125,42 @@ def check(opt):
         raise ValueError('-nClasses required when resetClassifier is set')
     if opt.shareGradInput and opt.optnet:
         raise ValueError('cannot use both -shareGradInput and -optnet')
-    try:
-        os.makedirs(opt.save, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f'unable to create checkpoint directory: {opt.save} ({e.strerror})') from None
+    # -save is created and checked by the training run itself (save_folder.py): -testOnly writes nothing
+
+
+def _check_values(opt):
+    """Values that cannot work, refused here rather than by torch in the middle of a run."""
+    at_least = {'batchSize': 1, 'nEpochs': 0, 'epochNumber': 1, 'nThreads': 0, 'nGPU': 1, 'cpuThreads': 1,
+                'bnSplit': 1, 'nClasses': 0}
+    for name, low in at_least.items():
+        value = getattr(opt, name)
+        if value < low:
+            raise ValueError(f'-{name} must ' + ('not be negative' if low == 0 else f'be at least {low}') + f', got {value}')
+    if not -2**63 <= opt.manualSeed < 2**64:
+        raise ValueError(f'-manualSeed must be a 64-bit integer, got {opt.manualSeed}')
+    for name in ('LR', 'weightDecay'):
+        value = getattr(opt, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f'-{name} must be a number >= 0, got {value:g}')
+    if not 0 < opt.momentum < 1:  # Nesterov momentum (optim.sgd of train.lua) needs a positive one
+        raise ValueError(f'-momentum must be between 0 and 1 (Nesterov momentum needs one above 0), got {opt.momentum:g}')
+    for name in ('save', 'resume'):
+        if not getattr(opt, name):
+            raise ValueError(f'-{name} must name a folder' + (' (or be none)' if name == 'resume' else ''))
+
+
+def _check_data(opt):
+    """-data for the datasets that read it; ignored, with a warning, for digits (embedded)."""
+    if opt.dataset == 'digits':
+        if opt.data:
+            print(f'warning: -data {opt.data} is ignored: the digits data set is embedded', file=sys.stderr)
+    elif opt.dataset == 'imagenet':
+        if os.path.isfile(opt.data):
+            raise ValueError(f'-data {opt.data} is a file: ImageNet needs a folder holding train/ and val/')
+        if not os.path.isdir(opt.data):
+            raise ValueError('missing ImageNet data directory' + (f': {opt.data}' if opt.data else ' (-data DIR)'))
+        for split in ('train', 'val'):
+            if not os.path.isdir(os.path.join(opt.data, split)):
+                raise ValueError(f'ImageNet missing `{split}` directory: {os.path.join(opt.data, split)}')
+    elif opt.data and not os.path.exists(opt.data):
+        raise ValueError(f'-data {opt.data}: no such file or folder')

@@ -35,6 +35,7 @@ def test_derived_defaults(tmp_path, dataset, epochs, shortcut):
 
 def test_imagenet_defaults(tmp_path):
     (tmp_path / 'data' / 'train').mkdir(parents=True)
+    (tmp_path / 'data' / 'val').mkdir()
     opt = parse('-dataset', 'imagenet', '-data', str(tmp_path / 'data'), save=tmp_path / 'cp')
     assert (opt.nEpochs, opt.shortcutType) == (90, 'B')
 
@@ -51,9 +52,16 @@ def test_booleans_take_true_and_false(tmp_path):
     assert (opt.shareGradInput, opt.optnet, opt.testOnly) == (False, True, True)
 
 
-def test_save_folder_is_created(tmp_path):
-    parse(save=tmp_path / 'a' / 'b')
-    assert (tmp_path / 'a' / 'b').is_dir()
+def test_parsing_writes_nothing(tmp_path):
+    parse(save=tmp_path / 'a' / 'b')  # the training run creates -save (save_folder.py); -testOnly does not
+    assert not (tmp_path / 'a').exists()
+
+
+def test_data_is_ignored_with_a_warning_for_digits(tmp_path, capsys):
+    parse('-dataset', 'digits', '-data', 'somewhere', save=tmp_path)
+    assert capsys.readouterr().err == 'warning: -data somewhere is ignored: the digits data set is embedded\n'
+    parse('-dataset', 'cifar10', '-data', str(tmp_path), save=tmp_path)
+    assert capsys.readouterr().err == ''
 
 
 def run_main(*argv, cwd):
@@ -68,8 +76,13 @@ def run_main(*argv, cwd):
     (['-dataset', 'imagenet', '-data', '.'], 'ImageNet missing `train` directory'),
     (['-resetClassifier', 'true'], '-nClasses required when resetClassifier is set'),
     (['-optnet', 'true'], 'cannot use both -shareGradInput and -optnet'),
-    (['-batchSize', '0'], '-batchSize must be positive, got 0'),
+    (['-batchSize', '0'], '-batchSize must be at least 1, got 0'),
     (['-nEpochs', '-1'], '-nEpochs must not be negative, got -1'),
+    (['-nEpochs', '1.5'], "argument -nEpochs: invalid int value: '1.5'"),
+    (['-LR', '-1'], '-LR must be a number >= 0, got -1'),
+    (['-weightDecay', '-1e-4'], '-weightDecay must be a number >= 0, got -0.0001'),
+    (['-momentum', '1'], '-momentum must be between 0 and 1 (Nesterov momentum needs one above 0), got 1'),
+    (['-data', 'nowhere'], '-data nowhere: no such file or folder'),
     (['-testOnly', 'yes'], "argument -testOnly: expected true or false, got 'yes'"),
     (['-batchsize', '3'], 'unrecognized arguments: -batchsize 3'),
     (['-cudnn', 'slow'], "argument -cudnn: invalid choice: 'slow'"),
@@ -82,6 +95,32 @@ def test_bad_options_one_line_exit_2(tmp_path, argv, message):
     assert result.stdout == ''
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['-nThreads', '-1'], '-nThreads must not be negative, got -1'),
+    (['-epochNumber', '0'], '-epochNumber must be at least 1, got 0'),
+    (['-nClasses', '-2'], '-nClasses must not be negative, got -2'),
+    (['-batchSize', '3e1'], "argument -batchSize: invalid int value: '3e1'"),
+    (['-LR', 'nan'], '-LR must be a number >= 0, got nan'),
+    (['-LR', '-inf'], '-LR must be a number >= 0, got -inf'),
+    (['-LR', 'fast'], "argument -LR: invalid float value: 'fast'"),
+    (['-weightDecay', 'inf'], '-weightDecay must be a number >= 0, got inf'),
+    (['-momentum', '-0.5'], '-momentum must be between 0 and 1 (Nesterov momentum needs one above 0), got -0.5'),
+    (['-momentum', '0'], '-momentum must be between 0 and 1 (Nesterov momentum needs one above 0), got 0'),
+    (['-manualSeed', str(2**64)], f'-manualSeed must be a 64-bit integer, got {2**64}'),
+    (['-save', ''], '-save must name a folder'),
+    (['-resume', ''], '-resume must name a folder (or be none)'),
+    (['-dataset', 'imagenet', '-data', 'file'], '-data file is a file: ImageNet needs a folder holding train/ and val/'),
+    (['-dataset', 'imagenet', '-data', 'only-train'], 'ImageNet missing `val` directory: only-train/val'),
+])
+def test_bad_values_are_refused_where_parsed(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'file').write_text('')
+    (tmp_path / 'only-train' / 'train').mkdir(parents=True)
+    with pytest.raises(SystemExit) as e:
+        parse(*argv, save=tmp_path / 'cp')
+    assert e.value.code == 2 and capsys.readouterr().err == f'main.py: error: {message}\n'
 
 
 def test_help_lists_every_option(tmp_path):
