@@ -4,7 +4,8 @@ Each dataset keeps what its gen step produced in ``<opt.gen>/<opt.dataset>.pt`` 
 tensors; loaded with ``weights_only=True``): pixel tensors for the in-memory datasets, the list of image
 files for ImageNet, and in every case ``classList`` (the label names) and ``basedir`` (the ``opt.data`` it
 was built from; None when it does not depend on it). The file is built on first use and rebuilt when
-``basedir`` differs from ``opt.data``. Labels are 0-based (the Lua ones are 1-based).
+``basedir`` differs from ``opt.data`` or, for a module with a ``changed(info, opt)`` check (ImageNet), when
+the files under it changed. Labels are 0-based (the Lua ones are 1-based).
 """
 import os
 
@@ -33,13 +34,24 @@ def load_info(opt):
     module = _module(opt.dataset)
     path = cache_path(opt)
     info = torch_files.load(path, 'dataset cache', '; delete it to rebuild it') if os.path.isfile(path) else None
-    if info is None or (info.get('basedir') is not None and info['basedir'] != opt.data):
+    stale = info is not None and _stale(module, info, opt)
+    if stale:
+        print(f' | rebuilding {path}: {stale}')
+    if info is None or stale:
         # The Lua creates ./gen whatever -gen says; the folder that is written to is created here.
         os.makedirs(opt.gen, exist_ok=True)
         info = module.gen(opt)
         print(f' | saving the {opt.dataset} dataset index to {path}')
         torch_files.save_atomic(info, path)
     return info
+
+
+def _stale(module, info, opt):
+    """Why a cache no longer fits opt.data (another -data, or, where the module tracks it, changed files), or None."""
+    if info.get('basedir') is not None and info['basedir'] != opt.data:
+        return f'it was built from -data {info["basedir"]}'
+    changed = getattr(module, 'changed', None)
+    return changed(info, opt) if changed else None
 
 
 def create(opt, split):

@@ -9,6 +9,7 @@ CIFAR-100 uses the fine labels, as the Lua.
 import os
 import pickle
 import tarfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,7 +137,14 @@ def gen(opt):
         return _convert(variant, opt, read)
 
     try:
-        with tarfile.open(path) as tar:
+        tar = tarfile.open(path)
+    except tarfile.ReadError:
+        raise GunnError(f'{path} is not a {variant.title} archive (-data takes {variant.archive}, its folder '
+                        f'{variant.folder}, or a folder holding either)') from None
+    except OSError as e:
+        raise GunnError(f'cannot read the {variant.title} archive {path} ({e.strerror or e})') from None
+    try:
+        with tar:
             def read(name):
                 where = f'{path}:{variant.folder}/{name}'
                 try:
@@ -147,8 +155,9 @@ def gen(opt):
                     raise GunnError(f'{path} has no file {variant.folder}/{name}')
                 return _unpickle(f, where), where
             return _convert(variant, opt, read)
-    except (tarfile.TarError, OSError) as e:
-        raise GunnError(f'cannot read the {variant.title} archive {path}: {e}') from None
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:  # a damaged or truncated archive
+        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        raise GunnError(f'cannot read the {variant.title} archive {path}: damaged or truncated ({reason})') from None
 
 
 class CifarDataset:

@@ -4,7 +4,8 @@
 train/; an image's class is the name of the folder it sits in. The cache holds, per split, the image
 paths relative to the split folder (uint8 [N, L], zero padded, like the Lua CharTensor: one tensor
 instead of a million Python strings, which DataLoader workers would otherwise copy page by page) and
-their 0-based classes.
+their 0-based classes; and the modification time of every folder it lists, so that an index whose folders
+have changed since (images added, removed or renamed) is found out of date and rebuilt.
 """
 import os
 
@@ -34,11 +35,13 @@ def _find_classes(train_dir):
                   if name not in ('.', '..', '.DS_Store') and os.path.isdir(os.path.join(train_dir, name)))
 
 
-def _find_images(split_dir, class_index, train_dir):
+def _find_images(split_dir, class_index, train_dir, folders):
     """(paths uint8 [N, L], classes int64 [N]) of the images under split_dir, in sorted order (the Lua
-    takes whatever order `find` gives), following symbolic links like `find -L`."""
+    takes whatever order `find` gives), following symbolic links like `find -L`. Records each folder's
+    modification time in folders."""
     paths, classes = [], []
     for folder, subfolders, files in os.walk(split_dir, followlinks=True):
+        folders[folder] = os.stat(folder).st_mtime_ns
         subfolders.sort()
         for name in sorted(files):
             if not name.lower().endswith(EXTENSIONS):
@@ -65,12 +68,27 @@ def gen(opt):
     print(f'=> Generating the list of images under {opt.data}')
     classes = _find_classes(train_dir)
     class_index = {name: k for k, name in enumerate(classes)}
+    folders = {}
     info = {'basedir': opt.data, 'classList': classes}
     for split, folder in (('val', val_dir), ('train', train_dir)):
         print(f' | finding all {split} images')
-        paths, labels = _find_images(folder, class_index, train_dir)
+        paths, labels = _find_images(folder, class_index, train_dir, folders)
         info[split] = {'imagePath': paths, 'imageClass': labels}
+    info['folderTimes'] = {os.path.relpath(folder, opt.data): time for folder, time in folders.items()}
     return info
+
+
+def changed(info, opt):
+    """Why the index no longer matches the folders under opt.data (a folder changed since it was built), or None."""
+    if 'folderTimes' not in info:
+        return 'it was written by an older version'
+    for folder, time in info['folderTimes'].items():
+        try:
+            if os.stat(os.path.join(opt.data, folder)).st_mtime_ns != time:
+                return f'{os.path.join(opt.data, folder)} changed since it was built'
+        except OSError:
+            return f'{os.path.join(opt.data, folder)} is gone'
+    return None
 
 
 def load_image(path):
@@ -92,6 +110,8 @@ class ImagenetDataset:
         self.split = split
         self.tenCrop = bool(getattr(opt, 'tenCrop', False))
         self.dir = os.path.join(opt.data, split)
+        from datasets import cache_path  # the package imports this module: import at call time
+        self.index = cache_path(opt)
         if not os.path.isdir(self.dir):
             raise GunnError(f'directory does not exist: {self.dir}')
 
@@ -101,7 +121,15 @@ class ImagenetDataset:
         return os.path.join(self.dir, os.fsdecode(relative))
 
     def get(self, i):
-        return {'input': load_image(self.path(i)), 'target': int(self.imageClass[i])}
+        path = self.path(i)
+        try:
+            image = load_image(path)
+        except GunnError:
+            if os.path.lexists(path):
+                raise
+            raise GunnError(f'{path} is in the image index {self.index} but no longer exists: the data changed '
+                            f'since the index was built; the next run rebuilds it (delete {self.index} to force this)') from None
+        return {'input': image, 'target': int(self.imageClass[i])}
 
     def size(self):
         return self.imageClass.shape[0]

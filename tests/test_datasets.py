@@ -171,8 +171,13 @@ def test_cifar_bad_copies_give_one_line_errors(tmp_path):
     files, _ = cifar_files('cifar10')
     broken = tmp_path / 'broken.tar.gz'
     broken.write_bytes(b'not a tar file')
-    with pytest.raises(GunnError, match='broken.tar.gz'):
+    with pytest.raises(GunnError, match=r'broken.tar.gz is not a CIFAR-10 archive \(-data takes cifar-10-python.tar.gz, '
+                                        r'its folder cifar-10-batches-py, or a folder holding either\)$'):
         datasets.create(options(tmp_path, 'cifar10', broken), 'train')
+    whole = write_archive(tmp_path / 'whole.tar.gz', variant.folder, files).read_bytes()
+    (tmp_path / 'cut.tar.gz').write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(GunnError, match=r'^cannot read the CIFAR-10 archive .*cut.tar.gz: damaged or truncated \('):
+        datasets.create(options(tmp_path, 'cifar10', tmp_path / 'cut.tar.gz'), 'train')
 
     partial = dict(files)
     del partial['data_batch_3']
@@ -282,6 +287,39 @@ def test_imagenet_errors(tmp_path):
     save(tmp_path / 'other' / 'val' / 'bird' / 'b.png', np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(GunnError, match="bird/b.png: its folder 'bird' is not a class folder"):
         datasets.create(options(tmp_path, 'imagenet', tmp_path / 'other'), 'train')
+
+
+def test_a_stale_imagenet_index_is_rebuilt(tmp_path, capsys):
+    pixels = image_tree(tmp_path / 'data')
+    opt = options(tmp_path, 'imagenet', tmp_path / 'data')
+    assert datasets.create(opt, 'train').size() == 4
+    cache = datasets.cache_path(opt)
+    # an image removed after the index was built: the folder changed, so the index is rebuilt
+    os.remove(tmp_path / 'data' / 'train' / 'cat' / 'c2.png')
+    capsys.readouterr()
+    train = datasets.create(opt, 'train')
+    assert train.size() == 3 and not any(train.path(i).endswith('c2.png') for i in range(train.size()))
+    assert capsys.readouterr().out.startswith(f' | rebuilding {cache}: {tmp_path / "data" / "train" / "cat"} '
+                                              'changed since it was built\n')
+    assert datasets.create(opt, 'val').size() == 2 and capsys.readouterr().out == ''  # up to date now
+    # a change the folder times do not show (restored by hand): the missing file is named, with the remedy
+    gone = tmp_path / 'data' / 'train' / 'dog' / 'd1.JPEG'
+    times = os.stat(gone.parent)
+    os.remove(gone)
+    os.utime(gone.parent, ns=(times.st_atime_ns, times.st_mtime_ns))
+    train = datasets.create(opt, 'train')
+    index = [i for i in range(train.size()) if train.path(i) == str(gone)]
+    with pytest.raises(GunnError, match=f'^{gone} is in the image index {cache} but no longer exists: the data '
+                                        f'changed since the index was built; the next run rebuilds it '
+                                        rf'\(delete {cache} to force this\)$'):
+        train.get(index[0])
+    # an index of an older version (no folder times) is rebuilt too
+    info = torch.load(cache, weights_only=True)
+    del info['folderTimes']
+    torch.save(info, cache)
+    save(gone, pixels)
+    assert datasets.create(opt, 'train').size() == 3  # c1.jpg, png_named.jpg, d1.JPEG
+    assert 'it was written by an older version' in capsys.readouterr().out
 
 
 # ---- digits ----
