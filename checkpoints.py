@@ -14,9 +14,19 @@ import sys
 
 import torch_files
 from errors import GunnError
-from models.setup import clean_state_dict
 
 LATEST, BEST = 'latest.pt', 'model_best.pt'
+
+
+def clean_state_dict(state):
+    """Strip the wrappers' prefixes (DistributedDataParallel's module., torch.compile's _orig_mod.)."""
+    cleaned = {}
+    for key, value in state.items():
+        for prefix in ('module.', '_orig_mod.'):
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        cleaned[key] = value
+    return cleaned
 
 
 def _cpu_state(model):
