@@ -34,4 +34,5 @@ def guess_netType(root, dataset, source):
             return name
         except GunnError:
             continue
-    raise GunnError(f'{source} is none of the -netType models for {dataset} ({", ".join(tried)}): {found_modules(root)}')
+    raise GunnError(f'{source} is none of the -netType models for {dataset} ({", ".join(tried)}): '
+                    f'{found_modules(root)}')

@@ -1,4 +1,4 @@
-"""Import of the original code's Torch7 checkpoints (torch7_files.py, pretrained/torch7.py, pretrained/convert_t7.py)."""
+"""Import of the original code's Torch7 checkpoints (torch7_files.py, pretrained/torch7.py, convert_t7.py)."""
 import os
 from types import SimpleNamespace
 
