@@ -51,6 +51,12 @@ def test_booleans_take_true_and_false(tmp_path):
     assert (opt.shareGradInput, opt.optnet, opt.testOnly) == (False, True, True)
 
 
+def test_opt_memory_1_goes_with_share_grad_input(tmp_path):
+    """opts.lua refuses -shareGradInput with -optnet only; -optMemory 1 passes with the default -shareGradInput."""
+    opt = parse('-optMemory', '1', save=tmp_path)
+    assert (opt.optMemory, opt.shareGradInput, opt.optnet) == (1, True, False)
+
+
 def test_save_folder_is_created(tmp_path):
     parse(save=tmp_path / 'a' / 'b')
     assert (tmp_path / 'a' / 'b').is_dir()
