@@ -5,8 +5,9 @@ any machine, and are written atomically: a killed run, a full disk or a read-onl
 previous file intact.
 
 * ``latest.pt``: {'epoch', 'netType', 'dataset', 'model' (state_dict), 'optimState' (optimizer
-  state_dict), 'bestTop1', 'bestTop5', 'opt' (the options as a dict), 'worldSize'}; rewritten after
-  every epoch. ``-resume DIR`` (or ``-resume DIR/latest.pt``) continues from it.
+  state_dict), 'bestTop1', 'bestTop5', 'opt' (the options as a dict), 'worldSize', 'scaler' (the
+  GradScaler state of -precision half, else {})}; rewritten after every epoch. ``-resume DIR`` (or
+  ``-resume DIR/latest.pt``) continues from it.
 * ``model_best.pt``: {'epoch', 'netType', 'dataset', 'model', 'top1', 'top5', 'opt'} of the epoch with
   the lowest test top-1 error so far.
 """
@@ -15,9 +16,19 @@ import sys
 
 import torch_files
 from errors import GunnError
-from models.setup import clean_state_dict
 
 LATEST, BEST = 'latest.pt', 'model_best.pt'
+
+
+def clean_state_dict(state):
+    """Strip the wrappers' prefixes (DistributedDataParallel's module., torch.compile's _orig_mod.)."""
+    cleaned = {}
+    for key, value in state.items():
+        for prefix in ('module.', '_orig_mod.'):
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        cleaned[key] = value
+    return cleaned
 
 
 def _cpu_state(model):
@@ -113,7 +124,7 @@ def load_optim_state(path):
     return state
 
 
-def save(epoch, model, optimState, isBestModel, opt, best, worldSize=1):
+def save(epoch, model, optimState, isBestModel, opt, best, worldSize=1, scalerState=None):
     """After an epoch: latest.pt always, model_best.pt when this epoch's test top-1 is the best so far."""
     state = _cpu_state(model)
     options = dict(vars(opt))
@@ -124,4 +135,4 @@ def save(epoch, model, optimState, isBestModel, opt, best, worldSize=1):
         except GunnError as e:  # a full disk or a read-only file system: nothing of this epoch is written
             raise GunnError(f'{e}; {kept(opt.save)}') from None
     torch_files.save_atomic({**common, 'optimState': optimState, 'bestTop1': best[0], 'bestTop5': best[1],
-                             'worldSize': worldSize}, os.path.join(opt.save, LATEST))
+                             'worldSize': worldSize, 'scaler': scalerState or {}}, os.path.join(opt.save, LATEST))

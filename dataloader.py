@@ -6,6 +6,7 @@ import torch
 import torch.utils.data
 
 import datasets
+from distributed import slice_sizes
 from errors import GunnError
 
 # Leading tags keep the two kinds of seeds apart (SeedSequence ignores trailing zeros).
@@ -39,7 +40,7 @@ class _Order(torch.utils.data.Sampler):
         else:
             order = torch.arange(self.size)
         for n, batch in enumerate(order.split(self.batchSize), 1):
-            parts = torch.tensor_split(batch, self.world_size)
+            parts = batch.split(slice_sizes(len(batch), self.world_size))
             first = sum(len(part) for part in parts[:self.rank])
             yield self.epoch, n, parts[self.rank].tolist(), first, len(batch)
 
@@ -91,10 +92,11 @@ class DataLoader:
     global batch n of epoch e run on the seed (opt.manualSeed, e, n, j): the same samples come out for any
     opt.nThreads, world_size or resume point (also for manualSeed 0, which the Lua leaves unseeded).
 
-    Distributed: every rank walks the same global batches and takes part ``rank`` of
-    ``torch.tensor_split(batch, world_size)``, so each image is seen by exactly one rank and every rank
-    yields ``size()`` batches. A rank whose part of the last batch is empty (fewer images than ranks) gets
-    a sample with zero rows (input [0, C, H, W], target [0]), which the consumer has to allow for.
+    Distributed: every rank walks the same global batches and takes slice ``rank`` of each, cut as
+    DataParallelTable cut a batch over GPUs (``distributed.slice_sizes``), so each image is seen by exactly
+    one rank and every rank yields ``size()`` batches. A rank whose part of the last batch is empty (fewer
+    images than ranks) gets a sample with zero rows (input [0, C, H, W], target [0]), which the consumer has
+    to allow for.
     """
 
     @staticmethod

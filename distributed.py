@@ -2,10 +2,15 @@
 
 ``-nGPU N`` on one machine: main.py starts N processes itself (NCCL on GPUs; gloo with ``-device cpu``).
 Under ``torchrun`` (one or several machines) the processes come from torchrun and are read from its
-environment variables. Every process loads its slice of each global batch of ``-batchSize`` images and
-normalises BatchNorm over that slice alone, as each GPU of DataParallelTable did.
+environment variables. Every process loads its slice of each global batch of ``-batchSize`` images (cut as
+DataParallelTable cut it, ``slice_sizes``), normalises BatchNorm over that slice alone, keeps its own
+BatchNorm running statistics and evaluates its slice of each test batch with them, as each GPU of
+DataParallelTable did (it synchronised the parameters only); checkpoints hold rank 0's, as the original
+saved GPU 1's model.
 """
+import inspect
 import logging
+import math
 import os
 import socket
 import sys
@@ -17,6 +22,14 @@ import torch.multiprocessing as mp
 
 import checkpoints
 from errors import GunnError
+
+
+DDP = torch.nn.parallel.DistributedDataParallel
+# Every process keeps the BatchNorm running statistics of its own slices: no buffer broadcast before each
+# forward (torch 2.14 renamed the option; the new one still copies rank 0's buffers once, at the start, as
+# DataParallelTable copied GPU 1's module onto the others).
+_OWN_BUFFERS = ({'forward_sync_buffers': False} if 'forward_sync_buffers' in inspect.signature(DDP).parameters
+                else {'broadcast_buffers': False})
 
 
 @dataclass
@@ -140,12 +153,23 @@ def decided_by_main(decide, process):
     return shared[0]
 
 
+def slice_sizes(n, parts):
+    """Rows of each of ``parts`` slices of a batch of n rows, as DataParallelTable cut its input over GPUs
+    (its sliceRange): slice i (0-based) starts at row ceil(i * (n / parts)), in floating point as the Lua
+    computes it, and the last one takes the rest. E.g. 10 rows over 4: 3, 2, 3, 2 (torch.tensor_split: 3,
+    3, 2, 2). With fewer rows than parts some slices are empty (DataParallelTable then dropped the rows
+    after the first empty slice; here every row stays in its slice)."""
+    per = n / parts
+    starts = [math.ceil(i * per) for i in range(parts)] + [n]
+    return [end - start for start, end in zip(starts, starts[1:])]
+
+
 def wrap(model, process):
     """The model as each process trains it: DistributedDataParallel when there are several."""
     if process.world_size == 1:
         return model
-    return torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[process.local_rank] if process.device.startswith('cuda') else None)
+    return DDP(model, device_ids=[process.local_rank] if process.device.startswith('cuda') else None,
+               **_OWN_BUFFERS)
 
 
 def _free_port():

@@ -45,7 +45,7 @@ def run(opt, process):
     models.check_classes(model, len(trainLoader.classList), opt)
 
     # The trainer handles the training loop and evaluation on validation set
-    trainer = Trainer(model, criterion, opt, optimState, process)
+    trainer = Trainer(model, criterion, opt, optimState, process, checkpoint and checkpoint.get('scaler'))
 
     if opt.testOnly:
         top1, top5 = trainer.test(0, valLoader)
@@ -72,7 +72,7 @@ def run(opt, process):
 
         if process.is_main:
             checkpoints.save(epoch, model, trainer.optimState, bestModel, opt, (bestTop1, bestTop5),
-                             process.world_size)
+                             process.world_size, trainer.scalerState)
             log.add(epoch=epoch, lr=trainer.learningRate(epoch), train_loss=trainLoss, train_top1=trainTop1,
                     train_top5=trainTop5, test_top1=testTop1, test_top5=testTop5,
                     seconds=round(time.perf_counter() - started, 3),

@@ -47,7 +47,9 @@ def get_args_parser():
     g.add_argument('-gen', default='gen', help='Path to save generated files')
     g.add_argument('-precision', default='single', help='Options: single | double | half')
     g = p.add_argument_group('Data options')
-    g.add_argument('-nThreads', type=int, default=2, help='number of data loading threads')
+    g.add_argument('-nThreads', type=int, default=2,
+                   help='number of data loading threads (worker processes per loader, train and val, and per '
+                        'training process)')
     g = p.add_argument_group('Training options')
     g.add_argument('-nEpochs', type=int, default=0, help='Number of total epochs to run')
     g.add_argument('-epochNumber', type=int, default=1, help='Manual epoch number (useful on restarts)')

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 import models
+import torch7_files
 from dataloader import FixedBatches
 from train import Trainer
 
@@ -282,11 +283,10 @@ def check_extras(report, dirs=SEARCH_DIRS):
 
 def check_torch7_import(report, dirs=SEARCH_DIRS):
     """The original's gunn15_cifar10_init.t7, read into our gunn-15: its float32 logits."""
-    from pretrained.torch7 import read_t7_model
     meta, t = load_case('gunn15_cifar10', dirs)
     model = models.create(_model_opt('gunn-15', 'cifar10', 'share'))
-    model.load_state_dict(read_t7_model(os.path.join(find_case('gunn15_cifar10', dirs), 'gunn15_cifar10_init.t7'),
-                                        model, 'gunn-15'))
+    t7_path = os.path.join(find_case('gunn15_cifar10', dirs), 'gunn15_cifar10_init.t7')
+    model.load_state_dict(torch7_files.read_t7_model(t7_path, model, 'gunn-15'))
     case = 'gunn15_cifar10_init.t7'
     report.add(case, 'weights vs init/param', 'float32',
                worst((p, t['init/param/' + i['name']]) for p, i in zip(model.parameters(), meta['params'])), 0)

@@ -27,7 +27,7 @@ def _all_sum(values, device):
 
 
 class Trainer:
-    def __init__(self, model, criterion, opt, optimState=None, process=None):
+    def __init__(self, model, criterion, opt, optimState=None, process=None, scalerState=None):
         self.model, self.criterion, self.opt = model, criterion, opt
         process = process or Process()
         self.device = torch.device(process.device)
@@ -44,11 +44,18 @@ class Trainer:
         # -precision half: float16 autocast with loss scaling (see README)
         self.half = opt.precision == 'half'
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.half)
+        if scalerState:  # a resumed -precision half run goes on with its loss scale ({} from other precisions)
+            self.scaler.load_state_dict(scalerState)
         self.progress = self._progress_mode(opt)
 
     @property
     def optimState(self):
         return self.optimizer.state_dict()
+
+    @property
+    def scalerState(self):
+        """The loss scaler's state (scale, growth tracker); {} unless -precision half."""
+        return self.scaler.state_dict()
 
     def _progress_mode(self, opt):
         if opt.progress == 'auto':

@@ -100,26 +100,25 @@ class GunnLayer(nn.Module):
 
 
 def _bn_forward(bn, x, training, update_stats):
-    """native_batch_norm as models.BatchNorm2d computes it (per -bnSplit chunk); running statistics only
-    updated on request."""
+    """native_batch_norm as models.BatchNorm2d computes it (per -bnSplit slice, each with its statistics
+    set); in training, the running statistics are only updated on request."""
     if training and update_stats:
         bn.num_batches_tracked.add_(1)
     outs, stats = [], []
-    for i, chunk in enumerate(bn.chunks(x) if training else [x]):
-        update = not training or (update_stats and i == 0)
-        running = (bn.running_mean, bn.running_var) if update else (None, None)
-        out, mean, invstd = aten.native_batch_norm(chunk, bn.weight, bn.bias, *running, training, bn.momentum, bn.eps)
+    for i, part in bn.slices(x):
+        running = bn.running_stats(i) if update_stats or not training else (None, None)
+        out, mean, invstd = aten.native_batch_norm(part, bn.weight, bn.bias, *running, training, bn.momentum, bn.eps)
         outs.append(out)
-        stats.append((chunk.size(0), mean, invstd))
+        stats.append((part.size(0), mean, invstd, running))
     return (torch.cat(outs) if len(outs) > 1 else outs[0]), (training, stats)
 
 
 def _bn_backward(bn, grad, x, state):
     training, stats = state
-    sizes = [n for n, _, _ in stats]
-    grads = [aten.native_batch_norm_backward(g, xc, bn.weight, bn.running_mean, bn.running_var, mean, invstd,
-                                             training, bn.eps, [True, True, True])
-             for g, xc, (_, mean, invstd) in zip(grad.split(sizes), x.split(sizes), stats)]
+    sizes = [n for n, *_ in stats]
+    grads = [aten.native_batch_norm_backward(g, part, bn.weight, *running, mean, invstd, training, bn.eps,
+                                             [True, True, True])
+             for g, part, (_, mean, invstd, running) in zip(grad.split(sizes), x.split(sizes), stats)]
     if len(grads) == 1:
         return grads[0]
     gin, gw, gb = zip(*grads)

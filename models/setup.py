@@ -2,12 +2,13 @@
 import torch
 import torch.nn as nn
 
+from checkpoints import clean_state_dict, load_file
 from errors import GunnError
 from opts import N_CLASSES
+from torch7_files import read_t7_model
 from .batchnorm import set_bn_split
 from .gunn import get_model, initialize, list_models
 from .gunn_layer import GunnLayer
-
 
 
 def memory_mode(opt):
@@ -85,17 +86,6 @@ def reset_classifier(model, nClasses, announce=True):
     nn.init.zeros_(model[-1].bias)
 
 
-def clean_state_dict(state):
-    """Strip the wrappers' prefixes (DistributedDataParallel's module., torch.compile's _orig_mod.)."""
-    cleaned = {}
-    for key, value in state.items():
-        for prefix in ('module.', '_orig_mod.'):
-            while key.startswith(prefix):
-                key = key[len(prefix):]
-        cleaned[key] = value
-    return cleaned
-
-
 def load_model_state(model, checkpoint, source, netType):
     """Copy a checkpoint dict {'netType', 'model': state_dict, ...} into model, refusing any mismatch."""
     if checkpoint.get('netType', netType) != netType:
@@ -116,9 +106,7 @@ def load_model_state(model, checkpoint, source, netType):
 
 def load_model_file(model, path, netType):
     """-retrain: our checkpoint files (.pt) or a Torch7 file of the original code (.t7)."""
-    from checkpoints import load_file  # checkpoints imports models: import here to avoid a cycle
     if str(path).endswith('.t7'):
-        from pretrained.torch7 import read_t7_model
         checkpoint = {'model': read_t7_model(path, model, netType)}
     else:
         checkpoint = load_file(path)

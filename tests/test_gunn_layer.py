@@ -45,7 +45,7 @@ def assert_same_run(reference, fast, x, g):
     for a, b in zip(gp_f, gp_r):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
     for a, b in zip(fast.buffers(), reference.buffers()):  # running stats and num_batches_tracked
-        torch.testing.assert_close(a, b, rtol=1e-13, atol=0)
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-16)
     return out_r
 
 
@@ -68,26 +68,60 @@ def test_eval_mode_with_and_without_gradients(mode):
         torch.testing.assert_close(fast(x), out, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize('splits', [2, 3])
+@pytest.mark.parametrize('splits', [2, 4])
 @pytest.mark.parametrize('mode', ['share', 'recompute'])
 def test_bn_split_matches_reference(mode, splits):
     reference, fast = pair(5, 16, 4, 'cifar10', mode)
     for layer in (reference, fast):
         models.batchnorm.set_bn_split(layer, splits)
-    x = torch.randn(7, 16, 4, 4, dtype=torch.float64)  # 7 images: slices of unequal size
-    assert_same_run(reference, fast, x, torch.randn_like(x))
+    x = torch.randn(10, 16, 4, 4, dtype=torch.float64)  # 10 images over 4: slices of 3, 2, 3, 2
+    assert_same_run(reference, fast, x, torch.randn_like(x))  # training: every statistics set moves
+    reference.eval()
+    fast.eval()
+    assert_same_run(reference, fast, x, torch.randn_like(x))  # evaluation: each slice with its own set
 
 
-def test_bn_split_normalises_each_slice():
+def test_bn_split_keeps_one_statistics_set_per_slice():
+    """-bnSplit 4 as 4 GPUs of DataParallelTable: slices of 3, 2, 3, 2 images, each normalised alone and
+    updating its own running statistics; in evaluation each slice is normalised with its own set."""
     torch.manual_seed(6)
-    bn = models.batchnorm.BatchNorm2d(3)
-    bn.splits = 2
-    x = torch.randn(6, 3, 4, 4) * 3 + 1
+    bn = models.batchnorm.BatchNorm2d(3).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.normal_()
+    models.batchnorm.set_bn_split(bn, 4)
+    x = torch.randn(10, 3, 4, 4, dtype=torch.float64) * torch.arange(1, 11, dtype=torch.float64).view(10, 1, 1, 1)
     out = bn(x)
-    for part in out.tensor_split(2):
-        torch.testing.assert_close(part.mean((0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
-    first = x[:3]
-    torch.testing.assert_close(bn.running_mean, 0.1 * first.mean((0, 2, 3)))  # from the first slice only
+    parts = x.split([3, 2, 3, 2])
+    for i, (part, normalised) in enumerate(zip(parts, out.split([3, 2, 3, 2]))):
+        mean, var = part.mean((0, 2, 3)), part.var((0, 2, 3), unbiased=False)
+        expected = (part - mean.view(1, 3, 1, 1)) / (var.view(1, 3, 1, 1) + bn.eps).sqrt()
+        torch.testing.assert_close(normalised, expected * bn.weight.view(1, 3, 1, 1) + bn.bias.view(1, 3, 1, 1))
+        running_mean, running_var = bn.running_stats(i)
+        torch.testing.assert_close(running_mean, 0.1 * mean)
+        torch.testing.assert_close(running_var, 0.9 + 0.1 * part.var((0, 2, 3), unbiased=True))
+    bn.eval()
+    y = torch.randn(10, 3, 4, 4, dtype=torch.float64)
+    expected = [(part - bn.running_stats(i)[0].view(1, 3, 1, 1)) / (bn.running_stats(i)[1].view(1, 3, 1, 1)
+                                                                      + bn.eps).sqrt()
+                * bn.weight.view(1, 3, 1, 1) + bn.bias.view(1, 3, 1, 1) for i, part in enumerate(y.split([3, 2, 3, 2]))]
+    torch.testing.assert_close(bn(y), torch.cat(expected))
+    # the state_dict (and so every checkpoint) holds the first set only, under nn.BatchNorm2d's names
+    assert list(bn.state_dict()) == ['weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked']
+    assert torch.equal(bn.state_dict()['running_mean'], bn.running_stats(0)[0])
+
+
+def test_bn_split_starts_every_set_from_the_first():
+    bn = models.batchnorm.BatchNorm2d(2)
+    with torch.no_grad():
+        bn.running_mean.fill_(0.5)
+        bn.running_var.fill_(2.0)
+    models.batchnorm.set_bn_split(bn, 3)
+    assert bn.splits == 3
+    for i in range(3):
+        assert bn.running_stats(i)[0].tolist() == [0.5, 0.5] and bn.running_stats(i)[1].tolist() == [2.0, 2.0]
+    models.batchnorm.set_bn_split(bn, 1)
+    assert bn.splits == 1 and len(list(bn.buffers())) == 3
 
 
 def test_no_grad_forward_updates_running_stats_like_the_reference():
@@ -96,7 +130,7 @@ def test_no_grad_forward_updates_running_stats_like_the_reference():
     with torch.no_grad():
         torch.testing.assert_close(fast(x), reference(x), rtol=1e-12, atol=1e-12)
     for a, b in zip(fast.buffers(), reference.buffers()):
-        torch.testing.assert_close(a, b, rtol=1e-13, atol=0)
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-16)
 
 
 def test_input_without_grad_still_gives_parameter_gradients():

@@ -1,5 +1,7 @@
 """main.py end to end on the embedded digits data: learning, checkpoints, resume after a kill, errors."""
+import contextlib
 import csv
+import io
 import os
 import re
 import shutil
@@ -11,6 +13,12 @@ import time
 
 import pytest
 import torch
+
+import distributed
+import main
+import models
+import opts
+from dataloader import FixedBatches
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ['-netType', 'gunn-mini', '-dataset', 'digits', '-batchSize', '32', '-nThreads', '1']
@@ -243,3 +251,57 @@ def test_bad_input_is_one_line(tmp_path, argv, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr
     assert 'weights_only' not in result.stderr and not (tmp_path / 'pwned').exists()
+
+
+class TinyLoader(FixedBatches):
+    """A few random digit-sized batches behind the DataLoader interface main.run uses; Ctrl-C in epoch `stop`."""
+    classList = [str(c) for c in range(10)]
+
+    def __init__(self, batches, stop=None):
+        super().__init__(batches)
+        self.stop = stop
+
+    def numImages(self):
+        return sum(len(b['target']) for b in self.batches)
+
+    def run(self, epoch):
+        if epoch == self.stop:
+            raise KeyboardInterrupt
+        yield from super().run(epoch)
+
+
+def tiny_batches(seed, n):
+    generator = torch.Generator().manual_seed(seed)
+    return [{'input': torch.randn(8, 3, 32, 32, generator=generator), 'batchTotal': 8,
+             'target': torch.randint(0, 10, (8,), generator=generator)} for _ in range(n)]
+
+
+def test_half_precision_resume_is_exact(tmp_path, monkeypatch):
+    """-precision half: the loss scale and its growth tracker go into latest.pt and come back on resume, so an
+    interrupted run ends where the uninterrupted one does (the scale no longer restarts at 65536)."""
+    torch.manual_seed(0)
+    model = models.create(opts.parse(['-netType', 'gunn-mini', '-dataset', 'digits', '-save', str(tmp_path)]))
+    with torch.no_grad():
+        model[-5].weight.mul_(10)  # the last BatchNorm: float16 gradients overflow at the first loss scales
+    torch.save({'netType': 'gunn-mini', 'model': model.state_dict()}, tmp_path / 'start.pt')
+
+    def run(save, *argv, stop=None):
+        monkeypatch.setattr(main.DataLoader, 'create', lambda opt, rank, world_size: (
+            TinyLoader(tiny_batches(1, 3), stop), TinyLoader(tiny_batches(2, 1))))
+        opt = opts.parse([*FAST, '-precision', 'half', '-device', 'cpu', '-nEpochs', '2', '-progress', 'lines',
+                          '-retrain', str(tmp_path / 'start.pt'), '-save', str(tmp_path / save), *argv])
+        with contextlib.redirect_stdout(io.StringIO()):
+            main.run(opt, distributed.Process())
+        return state(tmp_path / save / 'latest.pt')
+
+    full = run('full')
+    with pytest.raises(KeyboardInterrupt):
+        run('part', stop=2)
+    assert state(tmp_path / 'part' / 'latest.pt')['epoch'] == 1
+    resumed = run('part', '-resume', str(tmp_path / 'part'))
+    assert full['scaler']['scale'] < 65536.0  # overflows happened: the state matters
+    assert resumed['scaler'] == full['scaler']
+    for name, value in full['model'].items():
+        assert torch.equal(resumed['model'][name], value), name
+    for key, buf in full['optimState']['state'].items():
+        assert torch.equal(resumed['optimState']['state'][key]['momentum_buffer'], buf['momentum_buffer'])

@@ -99,7 +99,8 @@ def test_lua_printing_of_gunn15():
 
 @pytest.mark.parametrize('flags,mode', [
     (dict(), 'share'), (dict(shareGradInput=False), 'plain'), (dict(shareGradInput=False, optnet=True), 'recompute'),
-    (dict(shareGradInput=False, optMemory=1), 'recompute'), (dict(shareGradInput=False, optMemory=2), 'share')])
+    (dict(shareGradInput=False, optMemory=1), 'recompute'), (dict(shareGradInput=False, optMemory=2), 'share'),
+    (dict(optMemory=1), 'recompute')])  # the Lua allows -optMemory 1 with -shareGradInput true and applies both
 def test_memory_options_select_the_gunn_layer_path(flags, mode):
     model = models.create(opt('gunn-mini', 'digits', **flags))
     assert {layer.memory for layer in models.gunn_layers(model)} == {mode}

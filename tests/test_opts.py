@@ -64,6 +64,12 @@ def test_data_is_ignored_with_a_warning_for_digits(tmp_path, capsys):
     assert capsys.readouterr().err == ''
 
 
+def test_opt_memory_1_goes_with_share_grad_input(tmp_path):
+    """opts.lua refuses -shareGradInput with -optnet only; -optMemory 1 passes with the default -shareGradInput."""
+    opt = parse('-optMemory', '1', save=tmp_path)
+    assert (opt.optMemory, opt.shareGradInput, opt.optnet) == (1, True, False)
+
+
 def run_main(*argv, cwd):
     return subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), *argv], cwd=cwd,
                           capture_output=True, text=True, timeout=120)

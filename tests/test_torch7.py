@@ -1,4 +1,4 @@
-"""Import of the original code's Torch7 checkpoints (pretrained/torch7.py, pretrained/convert_t7.py)."""
+"""Import of the original code's Torch7 checkpoints (torch7_files.py, pretrained/torch7.py, convert_t7.py)."""
 import os
 from types import SimpleNamespace
 
@@ -9,10 +9,11 @@ import torch
 import checkpoints
 import models
 import parity
+import torch7_files
 import torch7_writer as t7
 from errors import GunnError
 from models.setup import load_model_file
-from pretrained import convert_t7, torch7
+from pretrained import convert_t7
 from pretrained.load import load_for_inference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,7 +79,7 @@ def test_t7_of_another_network_names_the_mismatch(gunn15):
 def test_gunnlayer_checkpoint_loads_weights_and_running_stats(case, dataset):
     meta, golden = parity.load_case(case)
     layer = models.GunnLayer(16, 4, dataset)
-    layer.load_state_dict(torch7.read_t7_model(os.path.join(FIXTURES, f'{case}_checkpoint.t7'), layer))
+    layer.load_state_dict(torch7_files.read_t7_model(os.path.join(FIXTURES, f'{case}_checkpoint.t7'), layer))
     # checkpoints.lua saved the float64 layer as float32; the work buffers in the file are ignored
     for p, info in zip(layer.parameters(), meta['params'], strict=True):
         assert torch.equal(p, tensor(golden['param/' + info['name']]).float()), info['name']
@@ -92,7 +93,7 @@ def test_gunnlayer_checkpoint_of_the_other_variant_is_refused():
     with pytest.raises(GunnError, match='is not a GunnLayer model: found modules nn.GunnLayer, nn.Sequential, '
                                         'nn.ConcatTable, cudnn.SpatialConvolution, cudnn.SpatialBatchNormalization, '
                                         r'cudnn.ReLU, nn.CAddTable; first mismatch: 1.1.1.1 '):
-        torch7.read_t7_model(path, models.GunnLayer(16, 4, 'imagenet'))
+        torch7_files.read_t7_model(path, models.GunnLayer(16, 4, 'imagenet'))
 
 
 def test_nn_classes_double_tensors_and_2d_convolution_weights(tmp_path):
@@ -103,7 +104,7 @@ def test_nn_classes_double_tensors_and_2d_convolution_weights(tmp_path):
         bn.running_var.uniform_(0.5, 1.5)
     path = str(tmp_path / 'layer.t7')
     t7.save(t7.lua_tree(source, np.float64), path)
-    state = torch7.read_t7_model(path, models.GunnLayer(8, 2, 'imagenet'))
+    state = torch7_files.read_t7_model(path, models.GunnLayer(8, 2, 'imagenet'))
     assert state.keys() == source.state_dict().keys()
     for name, value in source.state_dict().items():
         assert torch.equal(value, state[name]), name  # float32 -> float64 -> float32 is exact
@@ -117,7 +118,7 @@ def test_convolution_geometry_is_compared(tmp_path):
     t7.save(lua, path)
     with pytest.raises(GunnError, match=r'first mismatch: 1.1.1.4 cudnn.SpatialConvolution vs ours '
                                         r'units.0.branch.3 Conv2d: stride \(2, 2\) vs \(1, 1\)'):
-        torch7.read_t7_model(path, models.GunnLayer(8, 2, 'imagenet'))
+        torch7_files.read_t7_model(path, models.GunnLayer(8, 2, 'imagenet'))
 
 
 def test_unknown_architecture_lists_the_classes_found(tmp_path):
@@ -130,7 +131,7 @@ def test_unknown_architecture_lists_the_classes_found(tmp_path):
         gunn18 = models.get_model('gunn-18')(1000, 'imagenet')
     with pytest.raises(GunnError, match='is not a gunn-18 model: found modules .*; first mismatch: 1 '
                                         r'nn.SpatialConvolution vs ours 0 Conv2d: kernel \(3, 3\) vs \(7, 7\)'):
-        torch7.read_t7_model(path, gunn18, 'gunn-18')
+        torch7_files.read_t7_model(path, gunn18, 'gunn-18')
 
 
 def test_classifier_size_selects_the_dataset(tmp_path):
@@ -150,11 +151,11 @@ def test_truncated_file_is_a_one_line_error(tmp_path, cut, reason):
     path = tmp_path / 'cut.t7'
     path.write_bytes(data)
     with pytest.raises(GunnError, match=f'cannot read Torch7 file {path}: truncated or not a Torch7 file .{reason}'):
-        torch7.load_t7(str(path))
+        torch7_files.load_t7(str(path))
 
 
 def test_our_checkpoint_is_not_a_t7(tmp_path):
     path = tmp_path / 'model.t7'
     torch.save({'model': {}}, path)
     with pytest.raises(GunnError, match='cannot read Torch7 file .*unknown object type'):
-        torch7.load_t7(str(path))
+        torch7_files.load_t7(str(path))

@@ -94,3 +94,14 @@ def test_progress_bar_mode_trains_and_tests():
     assert ' | Epoch: [' not in out and '=> Training epoch # 1' in out  # no per-iteration lines
     assert 'Epoch 1' in bar.getvalue() and 'Err ' in bar.getvalue()  # tqdm writes to stderr
     assert 0 <= top1 <= 100 and 0 <= test_top1 <= 100 and loss > 0
+
+
+def test_loss_scale_comes_back_only_into_half_precision():
+    model = nn.Linear(2, 2)
+    saved = {'scale': 512.0, 'growth_factor': 2.0, 'backoff_factor': 0.5, 'growth_interval': 2000,
+             '_growth_tracker': 7}
+    half = trainer_opt(precision='half')
+    assert Trainer(model, nn.CrossEntropyLoss(), half, scalerState=saved).scalerState == saved
+    # a checkpoint of another precision holds {}: half precision starts from the initial scale
+    assert Trainer(model, nn.CrossEntropyLoss(), half, scalerState={}).scalerState['scale'] == 65536.0
+    assert Trainer(model, nn.CrossEntropyLoss(), trainer_opt(), scalerState=saved).scalerState == {}
