@@ -4,8 +4,9 @@ Files hold plain dicts of tensors and Python values (no pickled objects), load w
 any machine, and are written atomically: a killed run leaves the previous file intact.
 
 * ``latest.pt``: {'epoch', 'netType', 'dataset', 'model' (state_dict), 'optimState' (optimizer
-  state_dict), 'bestTop1', 'bestTop5', 'opt' (the options as a dict), 'worldSize'}; rewritten after
-  every epoch. ``-resume DIR`` continues from it.
+  state_dict), 'bestTop1', 'bestTop5', 'opt' (the options as a dict), 'worldSize', 'rng' (-rng torch7: the
+  Torch7 generators' states, torch7_streams.RunStreams.state_dict; else None)}; rewritten after every
+  epoch. ``-resume DIR`` continues from it.
 * ``model_best.pt``: {'epoch', 'netType', 'dataset', 'model', 'top1', 'top5', 'opt'} of the epoch with
   the lowest test top-1 error so far.
 """
@@ -69,7 +70,7 @@ def load_optim_state(path):
     return state
 
 
-def save(epoch, model, optimState, isBestModel, opt, best, worldSize=1):
+def save(epoch, model, optimState, isBestModel, opt, best, worldSize=1, rng=None):
     """After an epoch: latest.pt always, model_best.pt when this epoch's test top-1 is the best so far."""
     state = _cpu_state(model)
     options = dict(vars(opt))
@@ -77,4 +78,4 @@ def save(epoch, model, optimState, isBestModel, opt, best, worldSize=1):
     if isBestModel:
         torch_files.save_atomic({**common, 'top1': best[0], 'top5': best[1]}, os.path.join(opt.save, BEST))
     torch_files.save_atomic({**common, 'optimState': optimState, 'bestTop1': best[0], 'bestTop5': best[1],
-                             'worldSize': worldSize}, os.path.join(opt.save, LATEST))
+                             'worldSize': worldSize, 'rng': rng}, os.path.join(opt.save, LATEST))

@@ -12,6 +12,7 @@ import opts
 from dataloader import DataLoader
 from epoch_log import EpochLog
 from errors import GunnError
+from torch7_streams import RunStreams
 from train import Trainer
 
 
@@ -21,8 +22,12 @@ def main(argv):
 
 
 def run(opt, process):
+    if opt.rng == 'torch7' and process.world_size > 1:
+        raise GunnError(f'-rng torch7 runs in one process, not {process.world_size} (-bnSplit {process.world_size} '
+                        f'gives the BatchNorm of {process.world_size} GPUs in one)')
     torch.set_num_threads(opt.cpuThreads)  # the Lua's torch.setnumthreads(1): loader workers run beside it
     torch.manual_seed(opt.manualSeed)
+    streams = RunStreams(opt) if opt.rng == 'torch7' else None  # main.lua's torch.manualSeed(opt.manualSeed)
 
     # Load previous checkpoint, if it exists
     checkpoint, optimState = checkpoints.latest(opt, process.world_size)
@@ -30,11 +35,13 @@ def run(opt, process):
         optimState = checkpoints.load_optim_state(opt.optimState)
 
     # Create model
-    model, criterion = models.setup(opt, checkpoint)
+    model, criterion = models.setup(opt, checkpoint, streams and streams.main)
     model = distributed.wrap(model.to(process.device), process)
+    if streams and checkpoint:
+        streams.load_state_dict(checkpoint.get('rng'), checkpoint['path'])
 
     # Data loading
-    trainLoader, valLoader = DataLoader.create(opt, process.rank, process.world_size)
+    trainLoader, valLoader = DataLoader.create(opt, process.rank, process.world_size, streams)
     models.check_classes(model, len(trainLoader.classList), opt)
 
     # The trainer handles the training loop and evaluation on validation set
@@ -65,7 +72,7 @@ def run(opt, process):
 
         if process.is_main:
             checkpoints.save(epoch, model, trainer.optimState, bestModel, opt, (bestTop1, bestTop5),
-                             process.world_size)
+                             process.world_size, rng=streams and streams.state_dict())
             log.add(epoch=epoch, lr=trainer.learningRate(epoch), train_loss=trainLoss, train_top1=trainTop1,
                     train_top5=trainTop5, test_top1=testTop1, test_top5=testTop5,
                     seconds=round(time.perf_counter() - started, 3),

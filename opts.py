@@ -89,6 +89,9 @@ def get_args_parser():
     g.add_argument('-bnSplit', type=int, default=1,
                    help='normalise each of K slices of a process\'s batch separately, as K GPUs of the original '
                         'did (e.g. 4 on one GPU to emulate -nGPU 4)')
+    g.add_argument('-rng', default='pytorch', choices=('pytorch', 'torch7'),
+                   help='pytorch: per-image seeds (results independent of -nThreads); torch7: Torch7\'s generator '
+                        'drawn exactly where main.lua draws it (same weights, batches and augmentation as th main.lua)')
     return p
 
 
@@ -120,6 +123,9 @@ def check(opt):
         raise ValueError(f'-cpuThreads must be at least 1, got {opt.cpuThreads}')
     if opt.bnSplit < 1:
         raise ValueError(f'-bnSplit must be at least 1, got {opt.bnSplit}')
+    if opt.rng == 'torch7' and opt.nGPU > 1:
+        raise ValueError(f'-rng torch7 runs in one process, not -nGPU {opt.nGPU} (-bnSplit {opt.nGPU} gives the '
+                         f'BatchNorm of {opt.nGPU} GPUs in one)')
     if opt.dataset == 'imagenet':
         if not os.path.isdir(opt.data):
             raise ValueError('missing ImageNet data directory' + (f': {opt.data}' if opt.data else ' (-data DIR)'))
