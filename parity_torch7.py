@@ -22,7 +22,7 @@ import torch
 
 import main
 import models
-from parity import SEARCH_DIRS, load_case, rel_err, worst, _model_opt, _zero_grad_bias
+from parity import SEARCH_DIRS, load_case, worst, _model_opt, _zero_grad_bias
 from torch7_random import Torch7Generator, read_torch7_state
 from train import Trainer
 
@@ -76,9 +76,8 @@ def _exact(ours, lua):
     return np.array_equal(ours, lua)
 
 
-def _interleave_step(g, call, saved, seed):
+def _interleave_step(g, call, saved, seed, s_normal):
     """Runs one call of meta.interleave on g; returns (results, saved state)."""
-    s_normal = 0.05892556509887896
     calls = {
         'torch.normal()': lambda: [g.normal()],
         'torch.uniform()': lambda: [g.uniform()],
@@ -120,7 +119,7 @@ def check_lua_rng(report, dirs=SEARCH_DIRS):
     for info in meta['seeds']:
         label, seed = info['label'], info['seed']
         g = Torch7Generator(seed)
-        raw += (g.initial_seed != info['initialSeed']) + (not _exact(g.words(2000).astype(np.int64), t[f'raw/{label}']))
+        raw += g.initial_seed != info['initialSeed'] or not _exact(g.words(2000).astype(np.int64), t[f'raw/{label}'])
         checked['raw'] += 1
         for name, draw in _sequences(meta['constants']).items():
             sequences += not _exact(draw(Torch7Generator(seed)), t[f'seq/{label}/{name}'])
@@ -132,9 +131,9 @@ def check_lua_rng(report, dirs=SEARCH_DIRS):
         checked['randperm'] += 8
         g, saved = Torch7Generator(seed), None
         for step in meta['interleave'][label]:
-            result, saved = _interleave_step(g, step['call'], saved, seed)
+            result, saved = _interleave_step(g, step['call'], saved, seed, meta['constants']['S_NORMAL'])
             wrong = ((result is not None and result != step['result'])
-                     or (g._normal is not None) != step['normal_cached_after']
+                     or (g.state_dict()['normal'] is not None) != step['normal_cached_after']
                      or not _at_position(g, step['position_after'], seed))
             interleave += wrong
             checked['interleave'] += 1
@@ -224,7 +223,7 @@ class _Observer:
             return top1, top5
 
         trainer.copyInputs, trainer.computeScore = copyInputs, computeScore
-        trainer.model.register_forward_hook(lambda m, i, output: self.batches[-1].update(logits=output.detach().clone()))
+        trainer.model.register_forward_hook(lambda m, i, out: self.batches[-1].update(logits=out.detach().clone()))
         trainer.criterion.register_forward_hook(lambda m, i, loss: self.batches[-1].update(loss=loss.item()))
 
         def after_step(optimizer, args, kwargs):
@@ -244,10 +243,10 @@ def write_golden_images(tensors, meta, folder):
 
 
 def run_golden_command(meta, tensors, workdir, extra=()):
-    """main.run on meta.main_args + -rng torch7 (+ extra); returns (observer, log lines, latest.pt)."""
-    argv = [*meta['main_args'], '-rng', 'torch7', '-data', write_golden_images(tensors, meta, os.path.join(workdir, 'data')),
-            '-gen', os.path.join(workdir, 'gen'), '-save', os.path.join(workdir, 'save'), '-progress', 'lines',
-            '-device', 'cpu', *extra]
+    """main.main on meta.main_args + -rng torch7 (+ extra); returns (observer, printed text, latest.pt)."""
+    data = write_golden_images(tensors, meta, os.path.join(workdir, 'data'))
+    argv = [*meta['main_args'], '-rng', 'torch7', '-data', data, '-gen', os.path.join(workdir, 'gen'),
+            '-save', os.path.join(workdir, 'save'), '-progress', 'lines', '-device', 'cpu', *extra]
     out = io.StringIO()
     with _Observer().watching() as observer, contextlib.redirect_stdout(out):
         main.main(argv)
@@ -264,54 +263,69 @@ def log_lines(text):
     return [_TIMES.sub('Time - Data -', line) for line in kept]
 
 
-def check_lua_run(report, dirs=SEARCH_DIRS, workdir=None):
-    meta, t = load_case('lua_run_cifar10', dirs)
-    with tempfile.TemporaryDirectory() as tmp:
-        observer, output, latest = run_golden_command(meta, t, workdir or tmp)
-    case, tol = 'lua_run_cifar10', RUN_TOLERANCES
-    lua_iters, ours = meta['iterations'], observer.batches
-    params = meta['params']
-    report.add(case, f'batches ({len(lua_iters)} expected)', 'count', abs(len(ours) - len(lua_iters)), 0, absolute=True)
-    pairs = list(zip(ours, lua_iters))
-    report.add(case, 'initial parameters (init/param)', 'float64',
-               worst((p, t['init/param/' + i['name']]) for p, i in zip(observer.initial, params)), 0)
+def _relative(ours, lua):
+    return abs(ours - lua) / abs(lua)
+
+
+def _compare_batches(report, case, batches, meta, t):
+    """Every batch of the run: indices, inputs, logits, losses, errors, parameter sums after the step."""
+    tol = RUN_TOLERANCES
+    lua_batches = meta['iterations']
+    report.add(case, f'batches ({len(lua_batches)} expected)', 'count', abs(len(batches) - len(lua_batches)), 0,
+               absolute=True)
+    pairs = list(zip(batches, lua_batches))
+    train = [(o, i) for o, i in pairs if i['phase'] == 'train']
     report.add(case, 'batch indices (train and test)', 'int',
                sum(o['indices'] != [k - 1 for k in i['indices']] or o['train'] != (i['phase'] == 'train')
                    for o, i in pairs), 0, absolute=True)
     report.add(case, 'stored batch inputs (5)', 'float64',
                worst((o['input'], t[i['input_stored']]) for o, i in pairs if 'input_stored' in i), 0)
     report.add(case, 'input sum, |sum|, sum of squares (all)', 'float64',
-               max(abs(value - i[key]) / abs(i[key]) for o, i in pairs
-                   for key, value in (('input_sum', o['input'].sum().item()),
-                                      ('input_abs_sum', o['input'].abs().sum().item()),
-                                      ('input_sq_sum', (o['input'] ** 2).sum().item()))), tol['input checksums'])
+               max(max(_relative(o['input'].sum().item(), i['input_sum']),
+                       _relative(o['input'].abs().sum().item(), i['input_abs_sum']),
+                       _relative((o['input'] ** 2).sum().item(), i['input_sq_sum'])) for o, i in pairs),
+               tol['input checksums'])
     report.add(case, 'logits (train and test, all)', 'float64',
                worst((o['logits'], t[i['logits_tensor']]) for o, i in pairs), tol['logits'])
-    train = [(o, i) for o, i in pairs if i['phase'] == 'train']
     report.add(case, f'training losses ({len(train)})', 'float64',
-               max(abs(o['loss'] - i['loss']) / abs(i['loss']) for o, i in train), tol['loss'])
+               max(_relative(o['loss'], i['loss']) for o, i in train), tol['loss'])
     report.add(case, 'top-1/top-5 errors (train and test, all)', 'float64',
                max(max(abs(o['top1'] - i['top1']), abs(o['top5'] - i['top5'])) for o, i in pairs), 0, absolute=True)
     report.add(case, 'parameter sum and |sum| after each step', 'float64',
-               max(max(abs(o['param_sum'] - i['param_sum_after']) / abs(i['param_sum_after']),
-                       abs(o['param_abs_sum'] - i['param_abs_sum_after']) / i['param_abs_sum_after']) for o, i in train),
+               max(max(_relative(o['param_sum'], i['param_sum_after']),
+                       _relative(o['param_abs_sum'], i['param_abs_sum_after'])) for o, i in train),
                tol['parameter sums'])
-    final = [latest['model'][name] for name in latest['model'] if not name.endswith(('running_mean', 'running_var',
-                                                                                      'num_batches_tracked'))]
-    named = list(zip(final, params))
+
+
+def _compare_final(report, case, latest, meta, t):
+    """latest.pt after the run: parameters, running statistics, the main generator's state."""
+    tol = RUN_TOLERANCES
+    state = latest['model']
+    named = list(zip([v for k, v in state.items() if k.endswith(('.weight', '.bias'))], meta['params']))
     report.add(case, 'final parameters (latest.pt)', 'float64',
                worst((p, t['final/param/' + i['name']]) for p, i in named if not _zero_grad_bias(i['name'])),
                tol['parameters'])
     report.add(case, 'final zero-gradient BN biases', 'float64',
-               max(np.abs(t['final/param/' + i['name']] - p.numpy()).max() for p, i in named if _zero_grad_bias(i['name'])),
+               max((p - torch.from_numpy(t['final/param/' + i['name']].copy())).abs().max().item()
+                   for p, i in named if _zero_grad_bias(i['name'])),
                tol['zero-gradient BN biases'], absolute=True)
-    stats = [(latest['model'][name], field) for name in latest['model']
-             for field in ('running_mean', 'running_var') if name.endswith(field)]
-    bn_names = [f"{b}.{field}" for b in meta['bn_modules'] for field in ('running_mean', 'running_var')]
+    stats = [v for k, v in state.items() if k.endswith(('.running_mean', '.running_var'))]
+    names = [f'{bn}.{field}' for bn in meta['bn_modules'] for field in ('running_mean', 'running_var')]
     report.add(case, 'final running statistics (latest.pt)', 'float64',
-               worst((s, t['final/bn/' + n]) for (s, _), n in zip(stats, bn_names)), tol['running stats'])
+               worst((s, t['final/bn/' + n]) for s, n in zip(stats, names)), tol['running stats'])
     report.add(case, 'main generator state at the end differs', 'state',
                float(not _same_state(latest['rng']['main'], t['rng/main_at_end'])), 0, absolute=True)
+
+
+def check_lua_run(report, dirs=SEARCH_DIRS, workdir=None):
+    meta, t = load_case('lua_run_cifar10', dirs)
+    with tempfile.TemporaryDirectory() as tmp:
+        observer, output, latest = run_golden_command(meta, t, workdir or tmp)
+    case = 'lua_run_cifar10'
+    report.add(case, 'initial parameters (init/param)', 'float64',
+               worst((p, t['init/param/' + i['name']]) for p, i in zip(observer.initial, meta['params'])), 0)
+    _compare_batches(report, case, observer.batches, meta, t)
+    _compare_final(report, case, latest, meta, t)
     ours, lua = log_lines(output), log_lines('\n'.join(meta['printed_lines']))
     report.add(case, f'log lines differ (of {len(lua)}, timings blanked)', 'text',
                sum(a != b for a, b in zip(ours, lua)) + abs(len(ours) - len(lua)), 0, absolute=True)

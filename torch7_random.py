@@ -45,8 +45,9 @@ class Torch7Generator:
     """One Torch7 generator (the state torch.getRNGState holds), with the samplers the Lua code calls."""
 
     def __init__(self, seed=None):
-        """Seeded as torch.manualSeed(seed); None: from /dev/urandom, as Torch7 seeds a new Lua state."""
-        self.manual_seed(int.from_bytes(os.urandom(8), 'little') if seed is None else seed)
+        """Seeded as torch.manualSeed(seed); None: from /dev/urandom, as Torch7 seeds a new Lua state (32 bits:
+        only the low 32 bits of a seed matter)."""
+        self.manual_seed(int.from_bytes(os.urandom(4), 'little') if seed is None else seed)
 
     def manual_seed(self, seed):
         self.initial_seed = seed_value(seed)

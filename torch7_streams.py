@@ -22,9 +22,10 @@ class RunStreams:
     def __init__(self, opt):
         self.main = Torch7Generator(opt.manualSeed)
         threads = max(opt.nThreads, 1)
-        self.loaders = {split: [Torch7Generator(opt.manualSeed + k if opt.manualSeed != 0 else None).state_dict()
-                                for k in range(1, threads + 1)]
-                        for split in SPLITS}
+
+        def thread_state(k):  # manualSeed + k in Lua numbers (doubles); left unseeded when manualSeed is 0
+            return Torch7Generator(float(opt.manualSeed) + k if opt.manualSeed != 0 else None).state_dict()
+        self.loaders = {split: [thread_state(k) for k in range(1, threads + 1)] for split in SPLITS}
 
     def state_dict(self):
         return {'generator': 'torch7', 'main': self.main.state_dict(),
