@@ -247,9 +247,12 @@ def run_golden_command(meta, tensors, workdir, extra=()):
     data = write_golden_images(tensors, meta, os.path.join(workdir, 'data'))
     argv = [*meta['main_args'], '-rng', 'torch7', '-data', data, '-gen', os.path.join(workdir, 'gen'),
             '-save', os.path.join(workdir, 'save'), '-progress', 'lines', '-device', 'cpu', *extra]
-    out = io.StringIO()
-    with _Observer().watching() as observer, contextlib.redirect_stdout(out):
-        main.main(argv)
+    out, threads = io.StringIO(), torch.get_num_threads()
+    try:
+        with _Observer().watching() as observer, contextlib.redirect_stdout(out):
+            main.main(argv)
+    finally:
+        torch.set_num_threads(threads)  # main.run sets -cpuThreads
     latest = torch.load(os.path.join(workdir, 'save', 'latest.pt'), weights_only=True)
     return observer, out.getvalue(), latest
 

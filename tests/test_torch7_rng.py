@@ -12,6 +12,8 @@ import torch
 
 import checkpoints
 import main
+import models
+import opts
 import parity
 import parity_torch7
 from dataloader import DataLoader
@@ -19,6 +21,7 @@ from datasets import transforms
 from datasets.cifar import VARIANTS, CifarDataset
 from distributed import Process
 from errors import GunnError
+from models.setup import reset_classifier
 from torch7_random import Torch7Draws, Torch7Generator, read_torch7_state, seed_value
 from torch7_streams import RunStreams
 
@@ -93,6 +96,17 @@ def test_initial_weights_are_the_lua_ones_bit_for_bit():
     report = parity.Report()
     parity_torch7.check_lua_init(report)  # gunn-15 float32 and float64, gunn-18 by SHA-256 (a few seconds)
     assert_all_within(report, 5)
+
+
+def test_reset_classifier_draws_a_new_linear_as_the_lua():
+    model = models.create(types.SimpleNamespace(netType='gunn-mini', dataset='digits', optnet=False, optMemory=0,
+                                                shareGradInput=True))
+    ours, lua = Torch7Generator(4), Torch7Generator(4)
+    reset_classifier(model, 7, announce=False, generator=ours)
+    s = 1 / 64 ** 0.5  # nn.Linear(64, 7):reset(), then linear.bias:zero()
+    assert torch.equal(model[-1].weight, lua.uniform_fill(7 * 64, -s, s, torch.float32).view(7, 64))
+    lua.skip(7)
+    assert torch.equal(model[-1].bias, torch.zeros(7)) and ours.words(1) == lua.words(1)
 
 
 # ---- the golden main.lua run, through main.run ----
@@ -171,9 +185,9 @@ def test_streams_refuse_a_checkpoint_they_cannot_continue():
 
 def test_torch7_refuses_several_processes(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
-        main.opts.parse(['-rng', 'torch7', '-nGPU', '2', '-save', str(tmp_path)])
+        opts.parse(['-rng', 'torch7', '-nGPU', '2', '-save', str(tmp_path)])
     assert exit_.value.code == 2 and '-rng torch7 runs in one process' in capsys.readouterr().err
-    opt = main.opts.parse(['-rng', 'torch7', '-save', str(tmp_path)])
+    opt = opts.parse(['-rng', 'torch7', '-save', str(tmp_path)])
     with pytest.raises(GunnError, match='-rng torch7 runs in one process, not 2'):
         main.run(opt, Process(rank=0, world_size=2))
 
@@ -205,9 +219,12 @@ def run_main(work, save, *extra):
     argv = ['-netType', 'gunn-mini', '-dataset', 'cifar10', '-batchSize', '4', '-nEpochs', '3', '-rng', 'torch7',
             '-nThreads', '2', '-manualSeed', '9', '-data', str(work / 'data'), '-gen', str(work / 'gen'),
             '-save', str(work / save), '-progress', 'lines', '-device', 'cpu', *extra]
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        main.main(argv)
+    out, threads = io.StringIO(), torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(out):
+            main.main(argv)
+    finally:
+        torch.set_num_threads(threads)  # main.run sets -cpuThreads
     return parity_torch7.log_lines(out.getvalue()), torch.load(work / save / 'latest.pt', weights_only=True)
 
 
