@@ -6,7 +6,8 @@ previous file intact.
 
 * ``latest.pt``: {'epoch', 'netType', 'dataset', 'model' (state_dict), 'optimState' (optimizer
   state_dict), 'bestTop1', 'bestTop5', 'opt' (the options as a dict), 'worldSize', 'scaler' (the
-  GradScaler state of -precision half, else {})}; rewritten after every epoch. ``-resume DIR`` (or
+  GradScaler state of -precision half, else {}), 'rng' (-rng torch7: the Torch7 generators' states,
+  torch7_streams.RunStreams.state_dict; else None)}; rewritten after every epoch. ``-resume DIR`` (or
   ``-resume DIR/latest.pt``) continues from it.
 * ``model_best.pt``: {'epoch', 'netType', 'dataset', 'model', 'top1', 'top5', 'opt'} of the epoch with
   the lowest test top-1 error so far.
@@ -124,7 +125,7 @@ def load_optim_state(path):
     return state
 
 
-def save(epoch, model, optimState, isBestModel, opt, best, worldSize=1, scalerState=None):
+def save(epoch, model, optimState, isBestModel, opt, best, worldSize=1, scalerState=None, rng=None):
     """After an epoch: latest.pt always, model_best.pt when this epoch's test top-1 is the best so far."""
     state = _cpu_state(model)
     options = dict(vars(opt))
@@ -135,4 +136,5 @@ def save(epoch, model, optimState, isBestModel, opt, best, worldSize=1, scalerSt
         except GunnError as e:  # a full disk or a read-only file system: nothing of this epoch is written
             raise GunnError(f'{e}; {kept(opt.save)}') from None
     torch_files.save_atomic({**common, 'optimState': optimState, 'bestTop1': best[0], 'bestTop5': best[1],
-                             'worldSize': worldSize, 'scaler': scalerState or {}}, os.path.join(opt.save, LATEST))
+                             'worldSize': worldSize, 'scaler': scalerState or {}, 'rng': rng},
+                            os.path.join(opt.save, LATEST))

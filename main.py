@@ -13,6 +13,7 @@ import save_folder
 from dataloader import DataLoader
 from epoch_log import EpochLog
 from errors import GunnError
+from torch7_streams import RunStreams
 from train import Trainer
 
 
@@ -26,8 +27,12 @@ def main(argv):
 
 
 def run(opt, process):
+    if opt.rng == 'torch7' and process.world_size > 1:
+        raise GunnError(f'-rng torch7 runs in one process, not {process.world_size} (-bnSplit {process.world_size} '
+                        f'gives the BatchNorm of {process.world_size} GPUs in one)')
     torch.set_num_threads(opt.cpuThreads)  # the Lua's torch.setnumthreads(1): loader workers run beside it
     torch.manual_seed(opt.manualSeed)
+    streams = RunStreams(opt) if opt.rng == 'torch7' else None  # main.lua's torch.manualSeed(opt.manualSeed)
 
     # -resume and -save are checked before anything else, once (save_folder.py)
     resumeFile = distributed.decided_by_main(lambda: save_folder.claim(opt), process)
@@ -37,11 +42,13 @@ def run(opt, process):
         optimState = checkpoints.load_optim_state(opt.optimState)
 
     # Create model
-    model, criterion = models.setup(opt, checkpoint)
+    model, criterion = models.setup(opt, checkpoint, streams and streams.main)
     model = distributed.wrap(model.to(process.device), process)
+    if streams and checkpoint:
+        streams.load_state_dict(checkpoint.get('rng'), checkpoint['path'])
 
     # Data loading
-    trainLoader, valLoader = DataLoader.create(opt, process.rank, process.world_size)
+    trainLoader, valLoader = DataLoader.create(opt, process.rank, process.world_size, streams)
     models.check_classes(model, len(trainLoader.classList), opt)
 
     # The trainer handles the training loop and evaluation on validation set
@@ -72,7 +79,7 @@ def run(opt, process):
 
         if process.is_main:
             checkpoints.save(epoch, model, trainer.optimState, bestModel, opt, (bestTop1, bestTop5),
-                             process.world_size, trainer.scalerState)
+                             process.world_size, trainer.scalerState, rng=streams and streams.state_dict())
             log.add(epoch=epoch, lr=trainer.learningRate(epoch), train_loss=trainLoss, train_top1=trainTop1,
                     train_top5=trainTop5, test_top1=testTop1, test_top5=testTop5,
                     seconds=round(time.perf_counter() - started, 3),

@@ -98,6 +98,9 @@ def get_args_parser():
     g.add_argument('-bnSplit', type=int, default=1,
                    help='normalise each of K slices of a process\'s batch separately, as K GPUs of the original '
                         'did (e.g. 4 on one GPU to emulate -nGPU 4)')
+    g.add_argument('-rng', default='pytorch', choices=('pytorch', 'torch7'),
+                   help='pytorch: per-image seeds (results independent of -nThreads); torch7: Torch7\'s generator '
+                        'drawn exactly where main.lua draws it (same weights, batches and augmentation as th main.lua)')
     return p
 
 
@@ -146,6 +149,9 @@ def _check_values(opt):
             raise ValueError(f'-{name} must be a number >= 0, got {value:g}')
     if not 0 < opt.momentum < 1:  # Nesterov momentum (optim.sgd of train.lua) needs a positive one
         raise ValueError(f'-momentum must be between 0 and 1 (Nesterov momentum needs one above 0), got {opt.momentum:g}')
+    if opt.rng == 'torch7' and opt.nGPU > 1:
+        raise ValueError(f'-rng torch7 runs in one process, not -nGPU {opt.nGPU} (-bnSplit {opt.nGPU} gives the '
+                         f'BatchNorm of {opt.nGPU} GPUs in one)')
     for name in ('save', 'resume'):
         if not getattr(opt, name):
             raise ValueError(f'-{name} must name a folder' + (' (or be none)' if name == 'resume' else ''))

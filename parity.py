@@ -304,6 +304,14 @@ def _has_t7(name, dirs):
     return folder is not None and os.path.isfile(os.path.join(folder, name))
 
 
+def _torch7_check(name):
+    """A check of parity_torch7.py (-rng torch7), imported when it runs because it imports this module."""
+    def check(report, dirs):
+        import parity_torch7
+        getattr(parity_torch7, name)(report, dirs)
+    return check
+
+
 # case name -> (is it in dirs, check)
 CASES = {
     'gunnlayer_cifar': (find_case, lambda r, d: check_gunnlayer(r, 'gunnlayer_cifar', d)),
@@ -312,6 +320,9 @@ CASES = {
     'gunn15_cifar10_init.t7': (_has_t7, check_torch7_import),
     'gunn18_imagenet': (find_case, check_gunn18),
     'extras': (find_case, check_extras),
+    'lua_rng': (find_case, _torch7_check('check_lua_rng')),
+    'lua_init': (find_case, _torch7_check('check_lua_init')),
+    'lua_run_cifar10': (find_case, _torch7_check('check_lua_run')),
 }
 
 

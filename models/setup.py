@@ -9,7 +9,7 @@ from torch7_files import read_t7_model
 from .batchnorm import set_bn_split
 from .gunn import get_model, initialize, list_models
 from .gunn_layer import GunnLayer
-
+from . import torch7_init
 
 def memory_mode(opt):
     """GunnLayer backward variant for the memory options (see models/gunn_layer.py)."""
@@ -20,8 +20,9 @@ def memory_mode(opt):
     return 'plain'
 
 
-def create(opt):
-    """The bare, initialised network for opt.netType / opt.dataset, like the Lua createModel(opt)."""
+def create(opt, generator=None):
+    """The bare, initialised network for opt.netType / opt.dataset, like the Lua createModel(opt); its initial
+    weights come from ``generator`` (a torch7_random.Torch7Generator) as the Lua draws them, if one is given."""
     try:
         build = get_model(opt.netType)
     except KeyError:
@@ -29,7 +30,10 @@ def create(opt):
     if opt.dataset not in build.datasets:
         raise GunnError(f'-netType {opt.netType} is built for {"/".join(build.datasets)}, not -dataset {opt.dataset}')
     model = build(N_CLASSES[opt.dataset], opt.dataset)
-    initialize(model)
+    if generator is None:
+        initialize(model)
+    else:
+        torch7_init.initialize(model, generator)
     for layer in gunn_layers(model):
         layer.memory = memory_mode(opt)
     return model
@@ -39,10 +43,11 @@ def gunn_layers(model):
     return [m for m in model.modules() if isinstance(m, GunnLayer)]
 
 
-def setup(opt, checkpoint=None):
-    """(model, criterion) as models/init.lua setup: build, then resume / retrain / reset the classifier."""
+def setup(opt, checkpoint=None, generator=None):
+    """(model, criterion) as models/init.lua setup: build, then resume / retrain / reset the classifier.
+    ``generator``: the Torch7 generator that draws the new weights (-rng torch7), or None."""
     print(f'=> Creating model {opt.netType}')
-    model = create(opt)
+    model = create(opt, generator)
     if checkpoint is not None:
         if opt.resetClassifier:  # a fine-tuned run's checkpoint already has the new classifier
             reset_classifier(model, opt.nClasses, announce=False)
@@ -53,7 +58,7 @@ def setup(opt, checkpoint=None):
             print(f'Loading model from file: {opt.retrain}')
             load_model_file(model, opt.retrain, opt.netType)
         if opt.resetClassifier:
-            reset_classifier(model, opt.nClasses)
+            reset_classifier(model, opt.nClasses, generator=generator)
     set_bn_split(model, opt.bnSplit)
     print(lua_string(model))
     print(f'| number of parameters: {sum(p.numel() for p in model.parameters())}')
@@ -76,14 +81,18 @@ def check_classes(model, nClasses, opt):
                         f'outputs; use -resetClassifier true -nClasses {nClasses}')
 
 
-def reset_classifier(model, nClasses, announce=True):
+def reset_classifier(model, nClasses, announce=True, generator=None):
     old = model[-1]
     if not isinstance(old, nn.Linear):
         raise GunnError('expected last layer to be fully connected')
     if announce:
         print(f' => Replacing classifier with {nClasses}-way classifier')
-    model[-1] = nn.Linear(old.in_features, nClasses).to(old.weight.device, old.weight.dtype)
-    nn.init.zeros_(model[-1].bias)
+    new = nn.Linear(old.in_features, nClasses)
+    if generator is None:
+        nn.init.zeros_(new.bias)
+    else:
+        torch7_init.draw_linear(new, generator)
+    model[-1] = new.to(old.weight.device, old.weight.dtype)
 
 
 def load_model_state(model, checkpoint, source, netType):

@@ -286,7 +286,7 @@ def test_half_precision_resume_is_exact(tmp_path, monkeypatch):
     torch.save({'netType': 'gunn-mini', 'model': model.state_dict()}, tmp_path / 'start.pt')
 
     def run(save, *argv, stop=None):
-        monkeypatch.setattr(main.DataLoader, 'create', lambda opt, rank, world_size: (
+        monkeypatch.setattr(main.DataLoader, 'create', lambda opt, rank, world_size, streams=None: (
             TinyLoader(tiny_batches(1, 3), stop), TinyLoader(tiny_batches(2, 1))))
         opt = opts.parse([*FAST, '-precision', 'half', '-device', 'cpu', '-nEpochs', '2', '-progress', 'lines',
                           '-retrain', str(tmp_path / 'start.pt'), '-save', str(tmp_path / save), *argv])
