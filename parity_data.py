@@ -3,9 +3,10 @@ golden data of the original Lua (transforms.json/.bin, 96 cases; ``python parity
 
 The Lua recorded every random draw it made. ``ReplayDraws`` answers the port's draws from that log (through
 ``datasets.transforms.draws_from``), checks that each draw has the kind and the arguments the Lua's had, and
-that none is left over, so that the port runs on exactly the Lua's random numbers. Each case gives one row:
-its output, compared with the Lua's, plus the draws and the in-place behaviour (whether the input changed,
-whether the output is the input object or shares its storage), which must match exactly.
+that none is left over, so that the port runs on exactly the Lua's random numbers. Each case gives one row
+(the one-row-source Scale case a second one, for the row the Lua leaves undefined): its output, compared with
+the Lua's, plus the draws and the in-place behaviour (whether the input changed, whether the output is the
+input object or shares its storage), which must match exactly.
 
 Tolerances: 0 (bit for bit) wherever the port computes exactly what the Lua computes, which is every case
 except those below; 2e-6 x max(1, max |lua|) absolute for the cases whose arithmetic the port rounds
@@ -26,6 +27,7 @@ import torch
 
 from datasets import cifar, imagenet
 from datasets import transforms as t
+from errors import GunnError
 
 ULP_TOLERANCE = 2e-6
 # transforms whose float32 rounding differs from the Lua's (see above); a case containing one gets the
@@ -119,6 +121,8 @@ def run_with_draws(transform, inp, meta):
             source.finish()
     except DrawMismatch as e:
         return None, str(e)
+    except Exception as e:  # a broken port is a failed row, not the end of the report
+        return None, f'raised {type(e).__name__}: {e}'
     facts = _in_place_facts(before, inp, out)
     wrong = [f'{k}: port {v}, Lua {meta[k]}' for k, v in facts.items() if v != meta[k]]
     return out, '; '.join(wrong) or None
@@ -128,9 +132,10 @@ def _compare(report, case, meta, out, lua, problem, region=(...,)):
     tol = tolerance(meta, lua)
     if problem is None and tuple(out.shape) != lua.shape:
         problem = f'output shape {tuple(out.shape)}, Lua {lua.shape}'
-    err = float((out[region].double() - _tensor(lua[region]).double()).abs().max()) if problem is None else float('inf')
+    err = float('inf') if problem else float((out[region].double() - _tensor(lua[region]).double()).abs().max())
     draws = len(meta.get('draws', ()))
-    report.add(case, f'output, {draws} draw{"" if draws == 1 else "s"}, in place', 'float32', err, tol, absolute=True, problem=problem)
+    report.add(case, f'output, {draws} draw{"" if draws == 1 else "s"}, in place', 'float32', err, tol,
+               absolute=True, problem=problem)
 
 
 def _dataset(case_meta, raw, folder):
@@ -138,8 +143,10 @@ def _dataset(case_meta, raw, folder):
         os.makedirs(os.path.join(folder, case_meta['split']), exist_ok=True)
         info = {'classList': [], case_meta['split']: {'imagePath': torch.zeros(1, 1, dtype=torch.uint8),
                                                       'imageClass': torch.zeros(1, dtype=torch.int64)}}
-        return imagenet.Dataset(info, SimpleNamespace(data=folder, tenCrop=case_meta['tenCrop']), case_meta['split'])
-    info = {'classList': [], case_meta['split']: {'data': _tensor(raw)[None], 'labels': torch.zeros(1, dtype=torch.int64)}}
+        return imagenet.Dataset(info, SimpleNamespace(data=folder, tenCrop=case_meta['tenCrop']),
+                                case_meta['split'])
+    info = {'classList': [], case_meta['split']: {'data': _tensor(raw)[None],
+                                                  'labels': torch.zeros(1, dtype=torch.int64)}}
     return cifar.Dataset(info, SimpleNamespace(dataset=case_meta['dataset']), case_meta['split'])
 
 
@@ -177,14 +184,19 @@ def check_decode(report, case, meta, tensors, folder):
     path = np.frombuffer(f'x/{meta["file_name"]}'.encode(), dtype=np.uint8)
     info = {'classList': ['x'], 'val': {'imagePath': torch.from_numpy(path.copy())[None],
                                        'imageClass': torch.zeros(1, dtype=torch.int64)}}
-    out = imagenet.Dataset(info, SimpleNamespace(data=folder, tenCrop=False), 'val').get(0)['input']
     known = f'{meta["informational_reason"]}. Instead, {PORT_INSTEAD[case]}.' if meta.get('informational') else None
     lua = tensors.get(f'{case}/output')
+    quantity = 'decoded pixels' if lua is not None else 'decoded (the Lua raises)'
+    try:
+        out = imagenet.Dataset(info, SimpleNamespace(data=folder, tenCrop=False), 'val').get(0)['input']
+    except GunnError as e:
+        report.add(case, quantity, 'float32', float('inf'), 0.0, absolute=True, problem=str(e))
+        return
     if lua is None:
-        report.add(case, 'decoded (the Lua raises)', 'float32', None, 0.0, absolute=True, known=known)
+        report.add(case, quantity, 'float32', None, 0.0, absolute=True, known=known)
         return
     err = float((out - _tensor(lua)).abs().max()) if tuple(out.shape) == lua.shape else float('inf')
-    report.add(case, 'decoded pixels', 'float32', err, 0.0, absolute=True, known=known)
+    report.add(case, quantity, 'float32', err, 0.0, absolute=True, known=known)
 
 
 def check_transforms(report, meta, tensors):

@@ -122,7 +122,8 @@ def main(argv):
                 best[name, 'now'] = min(best[name, 'now'], cpu_seconds_per_image(dataset, n_images))
     print(f'images/s per loader worker (1 thread; CPU time, best of {args.rounds} rounds), torch {torch.__version__}, '
           f'{cpu_name()}, {os.cpu_count()} CPUs')
-    print(f'ImageNet: {args.images} JPEGs of {len(SIZES)} typical sizes ({SIZES[0][0]}x{SIZES[0][1]}, ...), quality 90\n')
+    print(f'ImageNet: {args.images} JPEGs of {len(SIZES)} typical sizes ({SIZES[0][0]}x{SIZES[0][1]}, ...), '
+          'quality 90\n')
     print(f'{"pipeline":<16}{"previous":>10}{"now":>10}{"ratio":>8}')
     for name in pipelines:
         previous, now = 1 / best[name, 'previous'], 1 / best[name, 'now']
