@@ -96,7 +96,7 @@ class _Scratch(threading.local):
     megabytes per image costs more in page faults than the arithmetic does. Requests above LIMIT
     elements are served fresh and not kept, so that one huge image does not pin its memory."""
 
-    LIMIT = 1 << 23
+    LIMIT = 1 << 22  # 16 MB of float32: every buffer of a 640x480 image stays below it
 
     def __init__(self):
         self.buffers = {}
