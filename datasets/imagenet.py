@@ -11,9 +11,9 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image
 
 from datasets import transforms as t
+from datasets.decode import load_image
 from errors import GunnError
 
 # The Lua `find -iname` patterns, compared case-insensitively.
@@ -91,17 +91,6 @@ def changed(info, opt):
     return None
 
 
-def load_image(path):
-    """RGB float 0..1 CHW, like image.load(path, 3, 'float'). PIL identifies the format from the content,
-    so a file whose extension lies still loads (the Lua retries with image.decompress for that)."""
-    try:
-        with Image.open(path) as img:
-            rgb = np.asarray(img.convert('RGB'), dtype=np.float32)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise GunnError(f'cannot read image {path}: {e}') from None
-    return torch.from_numpy(rgb.transpose(2, 0, 1).copy()).div_(255)
-
-
 class ImagenetDataset:
     def __init__(self, info, opt, split):
         self.imagePath = info[split]['imagePath']
@@ -143,8 +132,11 @@ class ImagenetDataset:
                 t.ColorNormalize(MEANSTD),
                 t.HorizontalFlip(0.5),
             ])
-        crop = t.TenCrop(224) if self.tenCrop else t.CenterCrop(224)
-        return t.Compose([t.Scale(256), t.ColorNormalize(MEANSTD), crop])
+        if self.tenCrop:
+            return t.Compose([t.Scale(256), t.ColorNormalize(MEANSTD), t.TenCrop(224)])
+        # The Lua's Scale(256), ColorNormalize, CenterCrop(224): the normalisation is per pixel, so
+        # cropping first gives the same numbers, and the resize computes only the pixels kept.
+        return t.Compose([t.ScaleCenterCrop(256, 224), t.ColorNormalize(MEANSTD)])
 
 
 Dataset = ImagenetDataset

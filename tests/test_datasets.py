@@ -241,7 +241,8 @@ def test_imagenet_index_and_loading(tmp_path):
     assert train.imageClass.tolist() == [0, 0, 0, 1] and val.imageClass.tolist() == [0, 1]
     sample = val.get(1)
     assert sample['target'] == 1 and sample['input'].dtype == torch.float32
-    assert torch.equal(sample['input'], torch.from_numpy(pixels).permute(2, 0, 1).float() / 255)
+    # image.load's rounding: k * float32(1/255), not k / 255
+    assert torch.equal(sample['input'], torch.from_numpy(pixels).permute(2, 0, 1).float() * torch.tensor(1 / 255))
     gray = val.get(0)['input']
     assert gray.shape == (3, 5, 6) and torch.equal(gray[0], gray[2])
     assert torch.equal(train.get(2)['input'], train.get(1)['input'])  # the PNG named .jpg loads

@@ -119,6 +119,15 @@ def test_scale_smaller_edge_and_noop():
         t.Scale(10, 'bilinear')
 
 
+def test_scale_center_crop_is_scale_then_center_crop():
+    torch.manual_seed(0)
+    for h, w in ((37, 50), (50, 37), (40, 40), (20, 33), (30, 29), (20, 20)):  # (20, 20): no resize
+        img = torch.rand(3, h, w)
+        expected = t.Compose([t.Scale(20), t.CenterCrop(17)])(img)
+        got = t.ScaleCenterCrop(20, 17)(img)
+        assert torch.equal(got, expected) and got.data_ptr() != img.data_ptr()
+
+
 def test_random_crop_pads_with_exact_zeros_and_covers_all_offsets():
     img = positions(2, 32, 32)
     p, seen = 4, set()

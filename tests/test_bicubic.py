@@ -1,0 +1,77 @@
+"""The fast image.scale against the readable reference port (the Lua's own numbers are in test_parity_data)."""
+import random
+
+import pytest
+import torch
+
+from datasets import bicubic
+from datasets.bicubic import scale, scale_reference
+
+
+def unit_image(*shape):
+    """Values as image.load gives them: k * float32(1/255)."""
+    return torch.randint(0, 256, shape).float() * torch.tensor(1 / 255, dtype=torch.float32)
+
+
+def size_pairs(count, seed=0):
+    """(h, w, width, height): edge sizes (one-pixel sources and results, equal sizes) and random ones,
+    fractional sizes included (image.scale truncates them)."""
+    rng = random.Random(seed)
+    pairs = [(1, 1, 1, 1), (1, 4, 8, 2), (4, 1, 2, 8), (2, 2, 5, 7), (5, 7, 1, 1), (5, 7, 1, 3), (5, 7, 3, 1),
+             (3, 3, 3, 3), (2, 9, 2, 30), (14, 10, 45, 62.99999999999999), (40, 30, 28.67, 20)]
+    while len(pairs) < count:
+        pairs.append((rng.randint(1, 50), rng.randint(1, 50), rng.randint(1, 70) + rng.random(), rng.randint(1, 70)))
+    return pairs
+
+
+def test_fast_scale_equals_the_reference_bit_for_bit():
+    torch.manual_seed(0)
+    for h, w, width, height in size_pairs(120):
+        for img in (unit_image(3, h, w), torch.randn(1, h, w) * 3, unit_image(h, w, 3).permute(2, 0, 1),
+                    torch.randn(2, 2, h, w)):
+            expected = scale_reference(img, width, height)
+            got = scale(img, width, height)
+            assert got.shape == expected.shape and torch.equal(got, expected), (tuple(img.shape), width, height)
+
+
+def test_imagenet_sizes_equal_the_reference():
+    torch.manual_seed(1)
+    img = unit_image(375, 500, 3).permute(2, 0, 1)  # the decoder's pixel-interleaved layout
+    for width, height in ((341.3333, 256), (224, 224), (600, 450)):
+        assert torch.equal(scale(img, width, height), scale_reference(img, width, height))
+    crop = unit_image(3, 169, 160)
+    assert torch.equal(scale(crop, 224, 224), scale_reference(crop, 224, 224))
+
+
+def test_a_box_computes_that_part_of_the_result():
+    torch.manual_seed(2)
+    rng = random.Random(2)
+    for h, w, width, height in size_pairs(60, seed=3):
+        img = unit_image(3, h, w)
+        full = scale_reference(img, width, height)
+        full_h, full_w = full.shape[-2:]
+        for _ in range(3):
+            x1, y1 = rng.randint(0, full_w), rng.randint(0, full_h)
+            box = (x1, y1, rng.randint(x1, full_w), rng.randint(y1, full_h))
+            expected = full[..., box[1]:box[3], box[0]:box[2]]
+            assert torch.equal(scale(img, width, height, box), expected)
+            assert torch.equal(scale_reference(img, width, height, box), expected)
+    with pytest.raises(ValueError, match='outside'):
+        scale(unit_image(3, 5, 5), 8, 8, box=(0, 0, 9, 8))
+
+
+def test_other_dtypes_take_the_reference():
+    img = torch.randn(3, 9, 11, dtype=torch.float64)
+    assert scale(img, 5, 7).dtype == torch.float64
+    assert torch.equal(scale(img, 5, 7), scale_reference(img, 5, 7))
+
+
+def test_results_never_share_the_reused_scratch_memory(monkeypatch):
+    a, b = unit_image(3, 20, 30), unit_image(3, 25, 18)
+    first = scale(a, 12, 9)
+    kept = first.clone()
+    scale(b, 12, 9)
+    assert torch.equal(first, kept)
+    # requests above the limit are served fresh: still the same numbers
+    monkeypatch.setattr(bicubic._Scratch, 'LIMIT', 10)
+    assert torch.equal(scale(a, 12, 9), kept)
