@@ -38,7 +38,7 @@ def get_args_parser():
     g.add_argument('-cudnn', default='fastest', choices=('fastest', 'default', 'deterministic'),
                    help='Options: fastest | default | deterministic')
     g.add_argument('-gen', default='gen', help='Path to save generated files')
-    g.add_argument('-precision', default='single', help='Options: single | double | half')
+    g.add_argument('-precision', default='single', help='Options: single | double | half | bf16')
     g = p.add_argument_group('Data options')
     g.add_argument('-nThreads', type=int, default=2, help='number of data loading threads')
     g = p.add_argument_group('Training options')
@@ -89,6 +89,9 @@ def get_args_parser():
     g.add_argument('-bnSplit', type=int, default=1,
                    help='normalise each of K slices of a process\'s batch separately, as K GPUs of the original '
                         'did (e.g. 4 on one GPU to emulate -nGPU 4)')
+    g.add_argument('-cudaGraph', type=_bool, default=False, metavar='true|false',
+                   help='capture the whole training step as a CUDA graph and replay it (one GPU; not with '
+                        '-precision half)')
     return p
 
 
@@ -106,7 +109,7 @@ def check(opt):
     """The derived defaults and consistency checks of opts.lua (plus a few of ours)."""
     if opt.dataset not in DATASETS:
         raise ValueError(f'unknown dataset: {opt.dataset}')
-    if opt.precision not in ('single', 'double', 'half'):
+    if opt.precision not in ('single', 'double', 'half', 'bf16'):
         raise ValueError(f'unknown precision: {opt.precision}')
     if opt.batchSize <= 0:
         raise ValueError(f'-batchSize must be positive, got {opt.batchSize}')
@@ -135,6 +138,9 @@ def check(opt):
         raise ValueError('-nClasses required when resetClassifier is set')
     if opt.shareGradInput and opt.optnet:
         raise ValueError('cannot use both -shareGradInput and -optnet')
+    if opt.cudaGraph and opt.precision == 'half':
+        raise ValueError('-cudaGraph true does not work with -precision half (its loss scaling reads an overflow '
+                         'flag on the host every step); use -precision bf16 or -cudaGraph false')
     try:
         os.makedirs(opt.save, exist_ok=True)
     except OSError as e:
