@@ -24,6 +24,7 @@ import torch.nn as nn
 
 import models
 from distributed import Process
+from models.batchnorm import set_bn_split
 from models.setup import set_cudnn_mode
 from opts import N_CLASSES
 from train import Trainer
@@ -35,10 +36,12 @@ PRECISIONS = ('single', 'bf16', 'half', 'double')
 LAYOUTS = {'nchw': torch.contiguous_format, 'nhwc': torch.channels_last}
 
 
-def build(netType, dataset, path, device, layout):
+def build(netType, dataset, path, device, layout, bnSplit=1):
     opt = SimpleNamespace(netType=netType, dataset=dataset, **{'optMemory': 0, 'kernels': 'aten', **PATHS[path]})
     torch.manual_seed(0)
-    return models.create(opt).to(device, memory_format=LAYOUTS[layout])
+    model = models.create(opt)
+    set_bn_split(model, bnSplit)
+    return model.to(device, memory_format=LAYOUTS[layout])
 
 
 def skip_reason(path, execution, precision, device):
@@ -74,7 +77,7 @@ def seconds_per_step(run, device, steps, warmup, rounds):
 
 def measure(args, dataset, size, device, batch, path, execution, precision, layout, mode):
     """One row: ms/step, images/s and peak memory of one combination."""
-    model = build(args.netType, dataset, path, device, layout)
+    model = build(args.netType, dataset, path, device, layout, args.bnSplit)
     opt = SimpleNamespace(dataset=dataset, nEpochs=1, LR=0.01, momentum=0.9, weightDecay=1e-4, precision=precision,
                           progress='lines', cudaGraph=execution == 'graph')
     trainer = Trainer(model, nn.CrossEntropyLoss(), opt, process=Process(device=str(device)))
@@ -130,6 +133,7 @@ def parse(argv):
     a('-baseline', default='plain,eager,single,nchw',
       help='path,exec,precision,layout measured first at each batch size, the yardstick of the ratios; '
            'none: the first combination measured')
+    a('-bnSplit', type=int, default=1, help='BatchNorm over K slices of the batch, as main.py -bnSplit K')
     a('-steps', type=int, default=10, help='steps per timed round')
     a('-rounds', type=int, default=3, help='timed rounds (the median is reported)')
     a('-warmup', type=int, default=6, help='untimed steps first (a CUDA graph is captured after 3)')
@@ -163,12 +167,13 @@ def main(argv=None):
     set_cudnn_mode('fastest')  # main.py's default -cudnn fastest
     header = {'netType': args.netType, 'dataset': dataset, 'size': size, 'device': describe(device),
               'torch': torch.__version__, 'cuda': torch.version.cuda if cuda else None,
-              'cudnn': torch.backends.cudnn.version() if cuda else None, 'steps': args.steps,
+              'cudnn': torch.backends.cudnn.version() if cuda else None, 'bnSplit': args.bnSplit, 'steps': args.steps,
               'rounds': args.rounds, 'warmup': args.warmup,
               'baseline': (args.baseline if args.baseline != 'none' else 'the first combination measured')
               + ', at the same batch size and mode'}
     print(f'{args.netType} on {dataset} ({size}x{size}), {header["device"]}, torch {torch.__version__}'
-          + (f', CUDA {torch.version.cuda}' if cuda else ''), flush=True)
+          + (f', CUDA {torch.version.cuda}' if cuda else '') + (f', -bnSplit {args.bnSplit}' if args.bnSplit > 1 else ''),
+          flush=True)
     print(f'{"path":<10} {"exec":<6} {"precision":<9} {"layout":<6} {"mode":<9} {"batch":>5} {"ms/step":>9} '
           f'{"img/s":>9} {"vs base":>8} {"peak MB":>8}', flush=True)
     results = []

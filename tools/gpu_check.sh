@@ -13,6 +13,7 @@
 #   main-epoch     main.py on a CIFAR-10-sized epoch (50,000 synthetic images in the real file format) with the
 #                  README's command, -bnSplit 4 and the fast options; images/s from log.csv
 #   pytest-cuda    pytest -m cuda over the whole repository
+#   bench-bnsplit  share and triton paths as CUDA graphs at batch 64 with -bnSplit 4 (as the main-epoch command)
 #   bench-bf16     share and triton paths as CUDA graphs in bf16 autocast, NCHW and channels_last
 #   bench-gunn18   gunn-18 at 224x224, batch 64: every path, eager and CUDA graph, float32
 # Writes OUTDIR/<stage>.log, bench-*.json, main-epoch/ (log.csv, the run's output), stages.tsv, summary.txt and
@@ -29,7 +30,8 @@ DRY=0
 [ "${2:-}" = "--dry-run" ] && DRY=1
 mkdir -p "$OUT"
 : > "$OUT/stages.tsv"
-export PYTHON=${PYTHON:-python3}
+PYTHON=${PYTHON:-$(command -v python3 || command -v python)}
+export PYTHON
 export PYTHONFAULTHANDLER=1
 [ -d .gpu_bundle/python ] && export PYTHONPATH="$PWD/.gpu_bundle/python${PYTHONPATH:+:$PYTHONPATH}"
 START=$(date +%s)
@@ -42,10 +44,12 @@ export WORK OUT
 
 if [ $DRY = 1 ]; then  # toy sizes on the CPU (gunn-mini for gunn-15)
     BENCH15=(-netType gunn-mini -batchSizes 2 -steps 1 -rounds 1 -warmup 1 -device cpu)
+    SMALL_BATCH=2
     BENCH18=(-netType gunn-18 -batchSizes 1 -steps 1 -rounds 1 -warmup 0 -device cpu)
     export EPOCH_NET=gunn-mini EPOCH_IMAGES=256 EPOCH_TEST_IMAGES=64 EPOCH_DEVICE=cpu
 else
     BENCH15=(-netType gunn-15 -batchSizes 64,256)
+    SMALL_BATCH=64
     BENCH18=(-netType gunn-18 -batchSizes 64 -steps 5 -warmup 5)
     export EPOCH_NET=gunn-15 EPOCH_IMAGES=50000 EPOCH_TEST_IMAGES=10000 EPOCH_DEVICE=cuda
 fi
@@ -136,6 +140,8 @@ else
     stage pytest-cuda 240 "$PYTHON" -m pytest -m cuda -v -rs -p no:cacheprovider --continue-on-collection-errors \
         --durations=15 --junitxml="$OUT/pytest-cuda.xml"
 fi
+stage bench-bnsplit 60 "$PYTHON" bench.py "${BENCH15[@]}" -batchSizes $SMALL_BATCH -paths share,triton -exec graph \
+    -precision single -bnSplit 4 -json "$OUT/bench-gunn15-bnsplit4.json"
 stage bench-bf16 120 "$PYTHON" bench.py "${BENCH15[@]}" -paths share,triton -exec graph -precision bf16 \
     -layout nchw,nhwc -json "$OUT/bench-gunn15-bf16.json"
 stage bench-gunn18 120 "$PYTHON" bench.py "${BENCH18[@]}" -paths plain,share,triton -exec eager,graph \

@@ -89,7 +89,8 @@ def bench_table(bench):
     batches = sorted({r['batch'] for r in bench['results'] if r['mode'] == 'train'})
     combos = list(dict.fromkeys(key(r) for r in bench['results'] if r['mode'] == 'train'))
     cell = {(key(r), r['batch']): r for r in bench['results'] if r['mode'] == 'train'}
-    lines = [f'{bench["netType"]} ({bench["size"]}x{bench["size"]}) on {bench["device"]}, torch {bench["torch"]} '
+    split = f', -bnSplit {bench["bnSplit"]}' if bench.get('bnSplit', 1) > 1 else ''
+    lines = [f'{bench["netType"]} ({bench["size"]}x{bench["size"]}{split}) on {bench["device"]}, torch {bench["torch"]} '
              f'[{bench["file"]}]: train img/s, ratio to {bench["baseline"].split(", at")[0]}, peak MB',
              f'  {"path":<9} {"exec":<6} {"precision":<9} {"layout":<6}'
              + ''.join(f' | {"batch " + str(b):>26}' for b in batches)]
@@ -116,7 +117,7 @@ def best(rows):
 def targets(benches, epoch, tests):
     """(target, measured, verdict) of issue #10's goals, from whatever was measured."""
     rows = [dict(r, file=b['file'], netType=b['netType']) for b in benches for r in b['results']
-            if r['mode'] == 'train' and 'skipped' not in r]
+            if r['mode'] == 'train' and 'skipped' not in r and b.get('bnSplit', 1) == 1]
     baselines = {(r['file'], r['batch']): r for r in rows if key(r) == ('plain', 'eager', 'single', 'nchw')}
     fast = [r for r in rows if key(r) != ('plain', 'eager', 'single', 'nchw')]
     result = []
