@@ -94,8 +94,7 @@ def measure(args, dataset, size, device, batch, path, execution, precision, layo
 
         @torch.no_grad()
         def run():
-            with torch.autocast(device.type, dtype=trainer.autocast or torch.float16,
-                                enabled=trainer.autocast is not None):
+            with trainer.autocasting():
                 model(x)
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)

@@ -102,8 +102,7 @@ class Trainer:
         """One training step (forward, loss, backward, SGD update) without waiting for the device; returns this
         process's figures of the batch as a float64 device tensor [loss x images, top-1 wrong, top-5 wrong,
         images]. ``weight`` scales the loss that is differentiated (a process's share of a global batch)."""
-        with torch.autocast(self.device.type, dtype=self.autocast or torch.float16, enabled=self.autocast is not None,
-                            cache_enabled=False):  # no weight cache: a captured graph must cast every replay
+        with self.autocasting(cache_enabled=False):  # no weight cache: a captured graph must cast every replay
             output = self.model(input)
             loss = self.criterion(output, target)  # autocast runs the loss in float32
         batchSize = output.size(0)
@@ -116,6 +115,11 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return figures
+
+    def autocasting(self, cache_enabled=True):
+        """The autocast context of -precision (disabled for single and double)."""
+        return torch.autocast(self.device.type, dtype=self.autocast or torch.float16, enabled=self.autocast is not None,
+                              cache_enabled=cache_enabled)
 
     def _constant(self, value):
         # made on the device (no host-to-device copy, which a captured graph could not repeat)
@@ -199,12 +203,12 @@ class Trainer:
             dataTime = time.perf_counter() - dataTimer
             input, target = self.copyInputs(sample)
             batchSize = target.size(0)
-            wrong = torch.zeros(2, dtype=torch.float64, device=self.device)
-            if batchSize:  # a process may have no image of a last batch smaller than the process count
-                with torch.autocast(self.device.type, dtype=self.autocast or torch.float16,
-                                    enabled=self.autocast is not None):
+            if batchSize:
+                with self.autocasting():
                     output = self.model(input)
                 wrong = wrongCounts(output, target, nCrops)
+            else:  # a process may have no image of a last batch smaller than the process count
+                wrong = torch.zeros(2, dtype=torch.float64, device=self.device)
             figures = _all_sum(torch.cat([wrong, self._constant(batchSize)]))
             sums += figures
             report(late.push((n, time.perf_counter() - timer, dataTime), figures, sums))
