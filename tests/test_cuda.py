@@ -247,9 +247,10 @@ def test_main_cuda_graph_equals_eager(cifar, tmp_path):
 
 def torchrun(tmp_path, nproc, backend):
     path = tmp_path / f'{backend}.pt'
-    subprocess.run([sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={nproc}',
-                    f'--master_port={distributed._free_port()}', os.path.join(ROOT, 'tests', 'ddp_one_gpu.py'),
-                    backend, str(path)], check=True, timeout=300, cwd=tmp_path)
+    result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={nproc}',
+                             f'--master_port={distributed._free_port()}', os.path.join(ROOT, 'tests', 'ddp_one_gpu.py'),
+                             backend, str(path)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     return torch.load(path, weights_only=True)
 
 
