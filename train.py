@@ -78,10 +78,7 @@ class Trainer:
         if self.device.type != 'cuda':
             self._log(f'note: -cudaGraph true needs a CUDA device; training on the {self.device.type} without it')
             return self.step
-        if self.worldSize > 1:
-            raise GunnError(f'-cudaGraph true trains in one process, not {self.worldSize} '
-                            '(use -cudaGraph false, or -bnSplit to emulate several GPUs on one)')
-        return GraphedStep(self.step, self.optimizer, self.device)
+        return GraphedStep(self.step, self.optimizer, self.device)  # one process: distributed.check refuses more
 
     def _progress_mode(self, opt):
         if opt.progress == 'auto':
@@ -171,7 +168,8 @@ class Trainer:
             # DistributedDataParallel averages the processes' gradients: weighing each by its share of the
             # batch makes the update that of the mean loss over the global batch, as the Lua's criterion over
             # the gathered outputs of all GPUs
-            figures = self.runStep(input, target, input.size(0) * self.worldSize / total if self.worldSize > 1 else 1.0)
+            weight = input.size(0) * self.worldSize / total if self.worldSize > 1 else 1.0
+            figures = self.runStep(input, target, weight)
             figures = _all_sum(figures)  # the whole global batch's figures (one process: this batch's)
             sums += figures
             report(late.push((n, time.perf_counter() - timer, dataTime), figures))

@@ -1,7 +1,5 @@
 """Trainer.step (the whole training step), the one-iteration-late figures, and the -cudaGraph capture layer
 driven by a CPU stand-in for the CUDA graph."""
-import contextlib
-import io
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -50,13 +48,11 @@ def test_step_is_the_plain_sgd_loop(memory, one_thread):
     quiet(trainer.train, 1, batches())
     sgd = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9, dampening=0.0, nesterov=True,
                           weight_decay=1e-4)
-    losses = []
     for _, sample in batches().run(1):
         loss = nn.functional.cross_entropy(reference(sample['input']), sample['target'])
         sgd.zero_grad()
         loss.backward()
         sgd.step()
-        losses.append(loss.item() * len(sample['target']))
     assert_same_state(model, reference, (trainer.optimizer, sgd))
 
 
@@ -154,9 +150,20 @@ def test_cuda_graph_falls_back_on_the_cpu_with_a_note():
     assert trainer.runStep == trainer.step
 
 
-def test_cuda_graph_refuses_several_processes():
-    with pytest.raises(GunnError, match=r'^-cudaGraph true trains in one process, not 2 '):
-        Trainer(mini(), nn.CrossEntropyLoss(), trainer_opt(cudaGraph=True), process=Process(0, 2, 0, 'cuda:0'))
+def test_cuda_graph_wraps_the_step_on_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'Stream', lambda device: f'side stream of {device}')  # no GPU needed to build it
+    trainer, out = quiet(Trainer, mini(), nn.CrossEntropyLoss(), trainer_opt(cudaGraph=True), None,
+                         Process(device='cuda'))
+    assert out == '' and isinstance(trainer.runStep, GraphedStep)
+    assert trainer.runStep.step == trainer.step and trainer.runStep.optimizer is trainer.optimizer
+    assert trainer.runStep.stream == 'side stream of cuda'
+
+
+def test_cuda_graph_refuses_several_processes(tmp_path):
+    result = subprocess.run([sys.executable, f'{ROOT}/main.py', *FAST, '-cudaGraph', 'true', '-nGPU', '2',
+                             '-device', 'cpu'], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and result.stderr.startswith('error: -cudaGraph true trains in one process, not 2 ')
+    assert len(result.stderr.splitlines()) == 1
 
 
 def test_bf16_autocast_trains():

@@ -100,6 +100,7 @@ for name in ('torchfile', 'matplotlib', 'sklearn', 'tqdm', 'onnx', 'onnxruntime'
         print(name, 'missing')
 PY
 }
+export -f env_report
 
 # The README's CIFAR-10 command with -bnSplit 4 for one epoch; the fastest options this build has, falling back
 # to fewer if a run fails (the log says which options each attempt used).
@@ -128,7 +129,7 @@ main_epoch() {
 }
 export -f main_epoch
 
-stage env 30 bash -c "$(declare -f env_report); env_report"
+stage env 30 bash -c env_report
 stage bench-fp32 150 "$PYTHON" bench.py "${BENCH15[@]}" -paths plain,share -exec eager,graph -precision single \
     -json "$OUT/bench-gunn15-fp32.json"
 stage bench-triton 150 "$PYTHON" bench.py "${BENCH15[@]}" -paths triton -exec eager,graph -precision single \
