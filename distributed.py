@@ -70,6 +70,9 @@ def check(opt):
                             f'experiment in one process (or -device cpu for {opt.nGPU} CPU processes)')
     if opt.batchSize % world_size:
         raise GunnError(f'-batchSize {opt.batchSize} is not divisible by the {world_size} training processes')
+    if getattr(opt, 'cudaGraph', False) and world_size > 1:
+        raise GunnError(f'-cudaGraph true trains in one process, not {world_size} '
+                        '(use -cudaGraph false, or -bnSplit to emulate several GPUs on one)')
 
 
 def _same_experiment(opt, gpus):

@@ -45,7 +45,7 @@ def get_args_parser():
     g.add_argument('-cudnn', default='fastest', choices=('fastest', 'default', 'deterministic'),
                    help='Options: fastest | default | deterministic')
     g.add_argument('-gen', default='gen', help='Path to save generated files')
-    g.add_argument('-precision', default='single', help='Options: single | double | half')
+    g.add_argument('-precision', default='single', help='Options: single | double | half | bf16')
     g = p.add_argument_group('Data options')
     g.add_argument('-nThreads', type=int, default=2,
                    help='number of data loading threads (worker processes per loader, train and val, and per '
@@ -101,6 +101,9 @@ def get_args_parser():
     g.add_argument('-rng', default='pytorch', choices=('pytorch', 'torch7'),
                    help='pytorch: per-image seeds (results independent of -nThreads); torch7: Torch7\'s generator '
                         'drawn exactly where main.lua draws it (same weights, batches and augmentation as th main.lua)')
+    g.add_argument('-cudaGraph', type=_bool, default=False, metavar='true|false',
+                   help='capture the whole training step as a CUDA graph and replay it (one GPU; not with '
+                        '-precision half)')
     return p
 
 
@@ -118,7 +121,7 @@ def check(opt):
     """The derived defaults and consistency checks of opts.lua (plus a few of ours)."""
     if opt.dataset not in DATASETS:
         raise ValueError(f'unknown dataset: {opt.dataset}')
-    if opt.precision not in ('single', 'double', 'half'):
+    if opt.precision not in ('single', 'double', 'half', 'bf16'):
         raise ValueError(f'unknown precision: {opt.precision}')
     _check_values(opt)
     _check_data(opt)
@@ -152,6 +155,9 @@ def _check_values(opt):
     if opt.rng == 'torch7' and opt.nGPU > 1:
         raise ValueError(f'-rng torch7 runs in one process, not -nGPU {opt.nGPU} (-bnSplit {opt.nGPU} gives the '
                          f'BatchNorm of {opt.nGPU} GPUs in one)')
+    if opt.cudaGraph and opt.precision == 'half':
+        raise ValueError('-cudaGraph true does not work with -precision half (its loss scaling reads an overflow '
+                         'flag on the host every step); use -precision bf16 or -cudaGraph false')
     for name in ('save', 'resume'):
         if not getattr(opt, name):
             raise ValueError(f'-{name} must name a folder' + (' (or be none)' if name == 'resume' else ''))

@@ -22,6 +22,7 @@ import models
 import parity_data
 import torch7_files
 from dataloader import FixedBatches
+from distributed import Process
 from train import Trainer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -142,7 +143,7 @@ def bn_errors(module, meta, tensors, prefix):
                  for field, t in (('running_mean', bn.running_mean), ('running_var', bn.running_var)))
 
 
-def check_gunnlayer(report, case, dirs=SEARCH_DIRS, modes=models.gunn_layer.MEMORY_MODES):
+def check_gunnlayer(report, case, dirs=SEARCH_DIRS, modes=models.gunn_layer.MEMORY_MODES, device='cpu'):
     """One GunnLayer(16, 4) in float64: train output, gradients, running statistics, eval output."""
     meta, t = load_case(case, dirs)
     dataset = 'imagenet' if case.endswith('imagenet') else 'cifar10'
@@ -150,10 +151,11 @@ def check_gunnlayer(report, case, dirs=SEARCH_DIRS, modes=models.gunn_layer.MEMO
     for memory in modes:
         layer = models.GunnLayer(16, 4, dataset, memory).double()
         load_golden_state(layer, meta, t, 'param/', 'bn_before/')
-        x = torch.from_numpy(np.array(t['input'])).requires_grad_()
+        layer.to(device)
+        x = torch.from_numpy(np.array(t['input'])).to(device).requires_grad_()
         out = layer(x)
-        out.backward(torch.from_numpy(np.array(t['grad_output'])))
-        name = f'{case} [{memory}]'
+        out.backward(torch.from_numpy(np.array(t['grad_output'])).to(device))
+        name = f'{case} [{memory}]' + (f' {device}' if device != 'cpu' else '')
         report.add(name, 'train output', 'float64', rel_err(out, t['output_train']), tol)
         report.add(name, 'gradInput', 'float64', rel_err(x.grad, t['grad_input']), tol)
         report.add(name, 'gradParameters', 'float64',
@@ -180,17 +182,17 @@ def _zero_grad_bias(name):
     return name.endswith('.1.2.8.bias') or name.endswith('.1.1.2.bias')
 
 
-def check_gunn15(report, dirs=SEARCH_DIRS, memory='share'):
+def check_gunn15(report, dirs=SEARCH_DIRS, memory='share', device='cpu'):
     meta, t = load_case('gunn15_cifar10', dirs)
-    T = lambda key: torch.from_numpy(np.array(t[key]))  # noqa: E731
+    T = lambda key: torch.from_numpy(np.array(t[key])).to(device)  # noqa: E731
     target = T('target') - 1
-    case = f'gunn15_cifar10 [{memory}]'
+    case = f'gunn15_cifar10 [{memory}]' + (f' {device}' if device != 'cpu' else '')
 
     model = models.create(_model_opt('gunn-15', 'cifar10', memory)).double()
     report.add(case, 'print(model) differs', 'text', float(models.lua_string(model) != meta['model_string']), 0,
                absolute=True)
     load_golden_state(model, meta, t, 'init/param/')
-    model.eval()
+    model.to(device).eval()
     with torch.no_grad():
         report.add(case, 'init eval logits', 'float64', rel_err(model(T('eval_input').double()), t['f64/init/eval_logits']), 1e-9)
     model.train()
@@ -212,13 +214,14 @@ def check_gunn15(report, dirs=SEARCH_DIRS, memory='share'):
     # three steps of Trainer.train on the golden batches, from the initial weights again
     model = models.create(_model_opt('gunn-15', 'cifar10', memory)).double()
     load_golden_state(model, meta, t, 'init/param/')
+    model.to(device)
     opt = SimpleNamespace(dataset='cifar10', nEpochs=300, LR=0.1, momentum=0.9, weightDecay=1e-4,
                           precision='double', progress='lines')
     criterion = _RecordingLoss()
     batches = [{'input': T(f'train/batch{i}/input'), 'target': T(f'train/batch{i}/target') - 1, 'batchTotal': 4}
                for i in (1, 2, 3)]
     with contextlib.redirect_stdout(io.StringIO()):
-        Trainer(model, criterion, opt).train(1, FixedBatches(batches))
+        Trainer(model, criterion, opt, process=Process(device=device)).train(1, FixedBatches(batches))
     lua_losses = [s['loss'] for s in meta['f64']['train']['steps']]
     report.add(case, '3 SGD steps: losses', 'float64',
                max(abs(a - b) / abs(b) for a, b in zip(criterion.values, lua_losses)), 1e-10)
@@ -238,7 +241,7 @@ def check_gunn15(report, dirs=SEARCH_DIRS, memory='share'):
     model = models.create(_model_opt('gunn-15', 'cifar10', memory))
     load_golden_state(model, meta, t, 'init/param/')
     with torch.no_grad():
-        report.add(case, 'logits', 'float32', rel_err(model(T('input')), t['f32/fwd/logits']), 1e-5)
+        report.add(case, 'logits', 'float32', rel_err(model.to(device)(T('input')), t['f32/fwd/logits']), 1e-5)
 
 
 def gunn18_fill(model):

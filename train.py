@@ -1,5 +1,11 @@
 """The training loop and learning-rate schedule (port of train.lua), method names kept for side-by-side
-reading: train(epoch, loader), test(epoch, loader), computeScore, learningRate, copyInputs."""
+reading: train(epoch, loader), test(epoch, loader), computeScore, learningRate, copyInputs.
+
+The loops never wait for the GPU: each iteration's loss and error counts stay on the device (summed there
+over the epoch) and reach the host one iteration late (device_figures.OneLate), where the Lua log line is
+printed and the loss checked. ``step`` is one whole training step; ``-cudaGraph true`` replays it as a
+captured CUDA graph (cuda_graph.GraphedStep).
+"""
 import math
 import sys
 import time
@@ -8,6 +14,8 @@ import torch
 import torch.distributed as dist
 
 import checkpoints
+from cuda_graph import GraphedStep
+from device_figures import OneLate
 from distributed import Process
 from errors import GunnError
 
@@ -16,14 +24,29 @@ try:
 except ImportError:  # the Lua log lines need no extra package
     tqdm = None
 
+# -precision: the autocast type (None: the model's own type, float32 or float64)
+AUTOCAST = {'single': None, 'double': None, 'half': torch.float16, 'bf16': torch.bfloat16}
 
-def _all_sum(values, device):
-    """Sum a list of numbers over the processes of a distributed run (a no-op in one process)."""
+
+def _all_sum(figures):
+    """A device tensor summed over the processes of a distributed run (in one process: the tensor itself)."""
     if not (dist.is_available() and dist.is_initialized()):
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
+        return figures
+    figures = figures.clone()  # the input may be a captured graph's output, or still needed by the caller
+    dist.all_reduce(figures)
+    return figures
+
+
+def wrongCounts(output, target, nCrops=1):
+    """float64 device tensor [top-1 wrong, top-5 wrong]; with several crops the raw outputs are summed per image."""
+    output = output.float()
+    if nCrops > 1:
+        output = output.view(output.size(0) // nCrops, nCrops, output.size(1)).sum(1)
+    k = min(5, output.size(1))
+    correct = output.topk(k, 1, True, True).indices.eq(target.view(-1, 1).to(output.device))
+    batchSize = output.size(0)
+    return torch.stack([batchSize - correct[:, :1].sum(dtype=torch.float64),
+                        batchSize - correct.sum(dtype=torch.float64)])
 
 
 class Trainer:
@@ -41,12 +64,14 @@ class Trainer:
                 self.optimizer.load_state_dict(optimState)
             except (ValueError, KeyError) as e:
                 raise GunnError(f'optimizer state does not match the model: {e}') from None
-        # -precision half: float16 autocast with loss scaling (see README)
-        self.half = opt.precision == 'half'
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.half)
+        # -precision half: float16 autocast with loss scaling; bf16: bfloat16 autocast (see README)
+        self.autocast = AUTOCAST[opt.precision]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=opt.precision == 'half')
         if scalerState:  # a resumed -precision half run goes on with its loss scale ({} from other precisions)
             self.scaler.load_state_dict(scalerState)
         self.progress = self._progress_mode(opt)
+        self.runStep = self._graphed_step() if getattr(opt, 'cudaGraph', False) else self.step
+        self.lr = None
 
     @property
     def optimState(self):
@@ -56,6 +81,12 @@ class Trainer:
     def scalerState(self):
         """The loss scaler's state (scale, growth tracker); {} unless -precision half."""
         return self.scaler.state_dict()
+
+    def _graphed_step(self):
+        if self.device.type != 'cuda':
+            self._log(f'note: -cudaGraph true needs a CUDA device; training on the {self.device.type} without it')
+            return self.step
+        return GraphedStep(self.step, self.optimizer, self.device)  # one process: distributed.check refuses more
 
     def _progress_mode(self, opt):
         if opt.progress == 'auto':
@@ -72,104 +103,135 @@ class Trainer:
             return tqdm(batches, total=loader.size(), desc=desc, leave=False, dynamic_ncols=True)
         return batches
 
+    def step(self, input, target, weight=1.0):
+        """One training step (forward, loss, backward, SGD update) without waiting for the device; returns this
+        process's figures of the batch as a float64 device tensor [loss x images, top-1 wrong, top-5 wrong,
+        images]. ``weight`` scales the loss that is differentiated (a process's share of a global batch)."""
+        with self.autocasting(cache_enabled=False):  # no weight cache: a captured graph must cast every replay
+            output = self.model(input)
+            loss = self.criterion(output, target)  # autocast runs the loss in float32
+        batchSize = output.size(0)
+        figures = torch.cat([(loss.detach().double() * batchSize).view(1), wrongCounts(output.detach(), target),
+                             self._constant(batchSize)])
+        if weight != 1.0:
+            loss = loss * weight
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return figures
+
+    def autocasting(self, cache_enabled=True):
+        """The autocast context of -precision (disabled for single and double)."""
+        return torch.autocast(self.device.type, dtype=self.autocast or torch.float16, enabled=self.autocast is not None,
+                              cache_enabled=cache_enabled)
+
+    def _constant(self, value):
+        # made on the device (no host-to-device copy, which a captured graph could not repeat)
+        return torch.full((1,), value, dtype=torch.float64, device=self.device)
+
+    def setLearningRate(self, lr):
+        for group in self.optimizer.param_groups:
+            group['lr'] = lr
+        if lr != self.lr and isinstance(self.runStep, GraphedStep):
+            self.runStep.release()  # the captured update holds the learning rate as a constant
+        self.lr = lr
+
     def train(self, epoch, dataloader):
         """Train one epoch; returns (top1, top5, loss) averaged over the epoch's images."""
         lr = self.learningRate(epoch)
-        for group in self.optimizer.param_groups:
-            group['lr'] = lr
+        self.setLearningRate(lr)
         trainSize = dataloader.size()
-        top1Sum = top5Sum = lossSum = 0.0
-        N = 0
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # as a step's figures, over the epoch
+        late = OneLate(self.device)
         self._log(f'=> Training epoch # {epoch}')
         self.model.train()
         timer = dataTimer = time.perf_counter()
         bar = self._iterate(dataloader, epoch, f'Epoch {epoch}')
+
+        def report(ready):
+            """The Lua line of an iteration whose figures reached the host; stops the run on a diverged loss."""
+            if ready is None:
+                return
+            (n, seconds, dataTime), (lossBatch, top1Batch, top5Batch, count, *_) = ready
+            if not math.isfinite(lossBatch):
+                raise GunnError(f'the loss is {lossBatch / count} at epoch {epoch}, iteration {n}: training diverged; '
+                                f'stopping without saving this epoch ({checkpoints.kept(self.opt.save)})')
+            line = 'Err %1.4f  top1 %7.3f  top5 %7.3f' % (lossBatch / count, 100 * top1Batch / count,
+                                                          100 * top5Batch / count)
+            if self.progress == 'bar' and self.rank == 0:
+                bar.set_postfix_str(f'{line}  lr {lr:g}')
+            else:
+                self._log(' | Epoch: [%d][%d/%d]    Time %.3f  Data %.3f  %s' % (epoch, n, trainSize, seconds,
+                                                                              dataTime, line))
+
         for n, sample in bar:
             dataTime = time.perf_counter() - dataTimer
             total = sample['batchTotal']
             if total < self.worldSize:  # a last batch too small to give every process an image
+                report(late.flush())
                 self._log(f' | Epoch: [{epoch}][{n}/{trainSize}]    skipped: {total} image(s) for {self.worldSize} processes')
                 continue
             input, target = self.copyInputs(sample)
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
-                output = self.model(input)
-                loss = self.criterion(output, target)  # autocast runs the loss in float32
-            batchSize = output.size(0)
-            top1, top5 = self.computeScore(output.detach(), target, 1)
-            # the whole global batch's figures (one process: this batch's)
-            lossBatch, top1Batch, top5Batch, count = _all_sum(
-                [loss.item() * batchSize, top1 * batchSize, top5 * batchSize, batchSize], self.device)
-            if not math.isfinite(lossBatch):
-                raise GunnError(f'the loss is {lossBatch / count} at epoch {epoch}, iteration {n}: training diverged; '
-                                f'stopping without saving this epoch ({checkpoints.kept(self.opt.save)})')
-            if self.worldSize > 1:
-                # DistributedDataParallel averages the processes' gradients: weighing each by its share of
-                # the batch makes the update that of the mean loss over the global batch, as the Lua's
-                # criterion over the gathered outputs of all GPUs
-                loss = loss * (batchSize * self.worldSize / total)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-
-            lossSum += lossBatch
-            top1Sum += top1Batch
-            top5Sum += top5Batch
-            N += count
-            line = 'Err %1.4f  top1 %7.3f  top5 %7.3f' % (lossBatch / count, top1Batch / count, top5Batch / count)
-            if self.progress == 'bar' and self.rank == 0:
-                bar.set_postfix_str(f'{line}  lr {lr:g}')
-            else:
-                self._log(' | Epoch: [%d][%d/%d]    Time %.3f  Data %.3f  %s' % (
-                    epoch, n, trainSize, time.perf_counter() - timer, dataTime, line))
+            # DistributedDataParallel averages the processes' gradients: weighing each by its share of the
+            # batch makes the update that of the mean loss over the global batch, as the Lua's criterion over
+            # the gathered outputs of all GPUs
+            weight = input.size(0) * self.worldSize / total if self.worldSize > 1 else 1.0
+            figures = self.runStep(input, target, weight)
+            figures = _all_sum(figures)  # the whole global batch's figures (one process: this batch's)
+            sums += figures
+            report(late.push((n, time.perf_counter() - timer, dataTime), figures))
             timer = dataTimer = time.perf_counter()
-        return top1Sum / N, top5Sum / N, lossSum / N
+        report(late.flush())
+        lossSum, top1Sum, top5Sum, N = sums.tolist()
+        return 100 * top1Sum / N, 100 * top5Sum / N, lossSum / N
 
     @torch.no_grad()
     def test(self, epoch, dataloader):
         """Top-1 and top-5 error on the validation set (every image counted once, also when distributed)."""
         size = dataloader.size()
         nCrops = dataloader.nCrops
-        top1Sum = top5Sum = 0.0
-        N = 0
+        sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # top-1 wrong, top-5 wrong, images
+        late = OneLate(self.device)
         self.model.eval()
         timer = dataTimer = time.perf_counter()
         bar = self._iterate(dataloader, epoch, f'Test {epoch}')
+
+        def report(ready):
+            if ready is None or self.progress != 'lines':
+                return
+            (n, seconds, dataTime), (top1Batch, top5Batch, count, top1Sum, top5Sum, N) = ready
+            self._log(' | Test: [%d][%d/%d]    Time %.3f  Data %.3f  top1 %7.3f (%7.3f)  top5 %7.3f (%7.3f)' % (
+                epoch, n, size, seconds, dataTime, 100 * top1Batch / count, 100 * top1Sum / N,
+                100 * top5Batch / count, 100 * top5Sum / N))
+
         for n, sample in bar:
             dataTime = time.perf_counter() - dataTimer
             input, target = self.copyInputs(sample)
             batchSize = target.size(0)
-            top1 = top5 = 0.0
-            if batchSize:  # a process may have no image of a last batch smaller than the process count
-                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
+            if batchSize:
+                with self.autocasting():
                     output = self.model(input)
-                top1, top5 = self.computeScore(output, target, nCrops)
-            top1Batch, top5Batch, count = _all_sum([top1 * batchSize, top5 * batchSize, batchSize], self.device)
-            top1Sum += top1Batch
-            top5Sum += top5Batch
-            N += count
-            if self.progress == 'lines':
-                self._log(' | Test: [%d][%d/%d]    Time %.3f  Data %.3f  top1 %7.3f (%7.3f)  top5 %7.3f (%7.3f)' % (
-                    epoch, n, size, time.perf_counter() - timer, dataTime, top1Batch / count, top1Sum / N,
-                    top5Batch / count, top5Sum / N))
+                wrong = wrongCounts(output, target, nCrops)
+            else:  # a process may have no image of a last batch smaller than the process count
+                wrong = torch.zeros(2, dtype=torch.float64, device=self.device)
+            figures = _all_sum(torch.cat([wrong, self._constant(batchSize)]))
+            sums += figures
+            report(late.push((n, time.perf_counter() - timer, dataTime), figures, sums))
             timer = dataTimer = time.perf_counter()
+        report(late.flush())
         self.model.train()
-        self._log(' * Finished epoch # %d     top1: %7.3f  top5: %7.3f\n' % (epoch, top1Sum / N, top5Sum / N))
-        return top1Sum / N, top5Sum / N
+        top1Sum, top5Sum, N = sums.tolist()
+        top1, top5 = 100 * top1Sum / N, 100 * top5Sum / N
+        self._log(' * Finished epoch # %d     top1: %7.3f  top5: %7.3f\n' % (epoch, top1, top5))
+        return top1, top5
 
     @staticmethod
     def computeScore(output, target, nCrops):
-        """(top-1, top-5) error in percent; with several crops the raw outputs are summed per image."""
-        output = output.float()
-        if nCrops > 1:
-            output = output.view(output.size(0) // nCrops, nCrops, output.size(1)).sum(1)
-        batchSize = output.size(0)
-        k = min(5, output.size(1))
-        predictions = output.topk(k, 1, True, True).indices
-        correct = predictions.eq(target.view(batchSize, 1).to(predictions.device))
-        top1 = 1.0 - correct[:, :1].sum().item() / batchSize
-        top5 = 1.0 - correct[:, :k].sum().item() / batchSize
-        return top1 * 100, top5 * 100
+        """(top-1, top-5) error in percent (on the host; the loops use wrongCounts on the device)."""
+        top1, top5 = wrongCounts(output, target, nCrops).tolist()
+        batchSize = output.size(0) // nCrops
+        return 100 * top1 / batchSize, 100 * top5 / batchSize
 
     def copyInputs(self, sample):
         nonBlocking = self.device.type == 'cuda'
