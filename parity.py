@@ -116,18 +116,18 @@ def bn_errors(module, meta, tensors, prefix):
                  for field, t in (('running_mean', bn.running_mean), ('running_var', bn.running_var)))
 
 
-def check_gunnlayer(report, case, dirs=SEARCH_DIRS, modes=models.gunn_layer.MEMORY_MODES):
+def check_gunnlayer(report, case, dirs=SEARCH_DIRS, modes=models.gunn_layer.MEMORY_MODES, kernels='aten'):
     """One GunnLayer(16, 4) in float64: train output, gradients, running statistics, eval output."""
     meta, t = load_case(case, dirs)
     dataset = 'imagenet' if case.endswith('imagenet') else 'cifar10'
     tol = 1e-10
     for memory in modes:
-        layer = models.GunnLayer(16, 4, dataset, memory).double()
+        layer = models.GunnLayer(16, 4, dataset, memory, kernels).double()
         load_golden_state(layer, meta, t, 'param/', 'bn_before/')
         x = torch.from_numpy(np.array(t['input'])).requires_grad_()
         out = layer(x)
         out.backward(torch.from_numpy(np.array(t['grad_output'])))
-        name = f'{case} [{memory}]'
+        name = f'{case} [{memory}]' if kernels == 'aten' else f'{case} [{memory}, {kernels}]'
         report.add(name, 'train output', 'float64', rel_err(out, t['output_train']), tol)
         report.add(name, 'gradInput', 'float64', rel_err(x.grad, t['grad_input']), tol)
         report.add(name, 'gradParameters', 'float64',
