@@ -18,7 +18,8 @@ import models
 from opts import N_CLASSES
 
 PATHS = {'plain': dict(shareGradInput=False, optnet=False), 'share': dict(shareGradInput=True, optnet=False),
-         'recompute': dict(shareGradInput=False, optnet=True)}
+         'recompute': dict(shareGradInput=False, optnet=True),
+         'triton': dict(shareGradInput=True, optnet=False, kernels='triton')}
 
 
 def build(netType, dataset, path, device, channels_last):

@@ -89,6 +89,9 @@ def get_args_parser():
     g.add_argument('-bnSplit', type=int, default=1,
                    help='normalise each of K slices of a process\'s batch separately, as K GPUs of the original '
                         'did (e.g. 4 on one GPU to emulate -nGPU 4)')
+    g.add_argument('-kernels', default='aten', choices=('aten', 'triton'),
+                   help='GunnLayer kernels: aten (PyTorch\'s) or triton (fused GPU kernels, 4 per segment forward '
+                        'and 5 backward; the aten path where they cannot run: CPU, autocast)')
     return p
 
 

@@ -31,6 +31,7 @@ def create(opt):
     initialize(model)
     for layer in gunn_layers(model):
         layer.memory = memory_mode(opt)
+        layer.kernels = getattr(opt, 'kernels', 'aten')  # option objects of tools and tests may lack it
     return model
 
 

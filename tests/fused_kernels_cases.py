@@ -17,12 +17,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import models
 import parity
 from models import GunnLayer
 from models import fused_gunn_layer as fused
 from models.batchnorm import set_bn_split
-from test_gunn_layer import assert_same_run, randomised, run
+from test_fused_gunn_layer import assert_float32_as_close_as_plain, pair, ran_fused
+from test_gunn_layer import assert_same_run, randomised
 
 pytestmark = pytest.mark.skipif(os.environ.get('TRITON_INTERPRET') != '1', reason='needs TRITON_INTERPRET=1')
 
@@ -233,21 +233,6 @@ def test_head_backward(kr):
 
 # ------------------------------------------------------------------- the layer against the plain path
 
-def pair(seed, channels, segments, dataset='cifar10', memory='share', dtype=torch.float64):
-    """(plain reference layer, the same layer on the fused path)."""
-    torch.manual_seed(seed)
-    reference = randomised(GunnLayer(channels, segments, dataset, 'plain')).to(dtype)
-    fast = copy.deepcopy(reference)
-    fast.memory, fast.kernels = memory, 'triton'
-    return reference, fast
-
-
-def ran_fused(layer, x):
-    """The layer's output, checking that the fused kernels (not the aten fallback) computed it."""
-    assert fused.unusable_reason(layer, x) is None
-    return layer(x)
-
-
 def test_training_mode_matches_plain_float64():
     """(Without a shortcut: the golden gunnlayer_imagenet case below.)"""
     reference, fast = pair(0, 16, 4)
@@ -304,32 +289,20 @@ def test_input_without_grad_still_gives_parameter_gradients():
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
 
 
-def relative_error(a, b):
-    return ((a.double() - b).norm() / b.norm()).item()
-
-
-def test_float32_within_the_plain_paths_own_rounding():
-    """float32 has no exact answer to compare with; the float64 run of the same layer is the truth. The
-    fused float32 run must be as close to it as the plain float32 run is, within a factor 4 (the kernels
-    sum in another order and form the variance as E[x^2] - mean^2 from float64 sums; a real bug is off by
-    far more), with a floor of 1e-6 for tensors the plain path happens to get nearly exact."""
+def test_float32_as_close_as_plain():
     reference, fast = pair(7, 16, 4)
     x = torch.randn(2, 16, 5, 5, dtype=torch.float64)
-    g = torch.randn_like(x)
-    truth = run(reference, x, g)
-    plain32, fast32 = copy.deepcopy(reference).float(), copy.deepcopy(fast).float()
-    results = [run(layer, x.float(), g.float()) for layer in (plain32, fast32)]
-    (out_p, gx_p, gp_p), (out_f, gx_f, gp_f) = results
-    for ours, plain, exact in [(out_f, out_p, truth[0]), (gx_f, gx_p, truth[1])] + list(zip(gp_f, gp_p, truth[2])):
-        assert relative_error(ours, exact) <= max(4 * relative_error(plain, exact), 1e-6)
-    for ours, plain, exact in zip(fast32.buffers(), plain32.buffers(), reference.buffers()):
-        if exact.is_floating_point():
-            assert relative_error(ours, exact) <= max(4 * relative_error(plain, exact), 1e-6)
+    assert_float32_as_close_as_plain(reference, fast, x, torch.randn_like(x))
 
 
 @pytest.mark.parametrize('case', ['gunnlayer_cifar', 'gunnlayer_imagenet'])
-def test_golden_lua_gunnlayer(case):
+def test_golden_lua_gunnlayer(case, monkeypatch):
+    launched = []
+    launch = fused.Geometry.launch
+    monkeypatch.setattr(fused.Geometry, 'launch', lambda geo, name, *args, **kw: launched.append(name) or
+                        launch(geo, name, *args, **kw))
     report = parity.Report()
     parity.check_gunnlayer(report, case, modes=('share',), kernels='triton')
     assert report.passed, report.table()
     assert len(report.rows) == 5 and all('triton' in row[0] for row in report.rows)
+    assert len(launched) == 4 * 4 + 5 * 4 + 4 * 4  # 4 segments: train forward, backward, eval forward
