@@ -249,7 +249,7 @@ def conv3x3_forward_kernel(h, w2, a2, fstats, consts, gamma1, beta1, rm1, rv1, n
             cimask = ci < M
             mean, _, scale, beta = _bn_coeffs(fstats, g, VW, HS + ci, ci, cimask, count, gamma1, beta1, rm1, rv1, eps,
                                            TRAIN)
-            for tap in tl.static_range(9):
+            for tap in range(9):
                 ys = y + tap // 3 - 1
                 xs = x + tap % 3 - 1
                 valid = pmask & (ys >= 0) & (ys < H) & (xs >= 0) & (xs < W)
@@ -411,14 +411,14 @@ def out_conv_backward_kernel(grad, seg0, a3, a2, h, w3, g_mid, g_head, fstats, r
         mo = pmask[:, None] & comask[None, :]
         mj = pmask[:, None] & cjmask[None, :]
         off_o = co[None, :] * HW + p[:, None]
-        off_m = n * M * HW + cj[None, :] * HW + p[:, None]
+        off_m = cj[None, :] * HW + p[:, None]
         gy = tl.load(grad + (n * C + seg0) * HW + off_o, mask=mo, other=0.0)
         av3 = tl.load(a3 + n * O * HW + off_o, mask=mo, other=0.0)
         ga3 = tl.where(mo, _bn_input_grad(gy, av3, mean3, inv3, k3, r0_3, r1_3, TRAIN), 0.0)
-        av2 = tl.load(a2 + off_m, mask=mj, other=0.0)
+        av2 = tl.load(a2 + n * M * HW + off_m, mask=mj, other=0.0)
         r2 = _bn_relu(av2, mean2, scale2, beta2v, mj)
         gm = tl.where(r2 > 0, _mm(ga3, w, tl.zeros([BLOCK_P, BLOCK_M], dtype=w.dtype), PREC), 0.0)
-        tl.store(g_mid + off_m, gm, mask=mj)
+        tl.store(g_mid + n * M * HW + off_m, gm, mask=mj)
         s0, s1 = _add_grad_moments(s0, s1, gm, av2, mean2, inv2)
         gw = _mm(tl.trans(ga3), r2, gw, PREC)
         if SHORTCUT:
@@ -461,23 +461,23 @@ def conv3x3_backward_input_kernel(g_mid, a2, h, w2, g_head, fstats, rstats, cons
             ccmask = cc < M
             mean2, inv2, k2, r0_2, r1_2 = _bn_grad_coeffs(fstats, rstats, g, VW, HS + M + cc, cc, ccmask, count,
                                                           gamma2, rm2, rv2, eps, TRAIN)
-            for tap in tl.static_range(9):
+            for tap in range(9):
                 ys = y - (tap // 3 - 1)
                 xs = x - (tap % 3 - 1)
                 valid = pmask & (ys >= 0) & (ys < H) & (xs >= 0) & (xs < W)
                 m2 = valid[:, None] & ccmask[None, :]
-                off = n * M * HW + cc[None, :] * HW + (ys * W + xs)[:, None]
-                gm = tl.load(g_mid + off, mask=m2, other=0.0)
-                av = tl.load(a2 + off, mask=m2, other=0.0)
+                off = cc[None, :] * HW + (ys * W + xs)[:, None]
+                gm = tl.load(g_mid + n * M * HW + off, mask=m2, other=0.0)
+                av = tl.load(a2 + n * M * HW + off, mask=m2, other=0.0)
                 ga2 = tl.where(m2, _bn_input_grad(gm, av, mean2, inv2, k2, r0_2, r1_2, TRAIN), 0.0)
                 wt = tl.load(w2 + (cc[:, None] * M + ci[None, :]) * 9 + tap, mask=ccmask[:, None] & cimask[None, :],
                              other=0.0)
                 acc = _mm(ga2, wt, acc, PREC)
         mi = pmask[:, None] & cimask[None, :]
-        off1 = (n * HC + HS) * HW + ci[None, :] * HW + p[:, None]
-        hv = tl.load(h + off1, mask=mi, other=0.0)
+        off1 = ci[None, :] * HW + p[:, None]
+        hv = tl.load(h + (n * HC + HS) * HW + off1, mask=mi, other=0.0)
         g1 = tl.where(_bn_relu(hv, mean1, scale1, beta1v, mi) > 0, acc, 0.0)
-        tl.store(g_head + off1, g1, mask=mi)
+        tl.store(g_head + (n * HC + HS) * HW + off1, g1, mask=mi)
         s0, s1 = _add_grad_moments(s0, s1, g1, hv, mean1, inv1)
     _add_sums(rstats, VW, HS + ci, cimask, s0, s1)
     if _first_program():
@@ -507,9 +507,9 @@ def conv3x3_backward_weight_kernel(g_mid, a2, h, dw2, fstats, rstats, consts,
     for t in range(tl.program_id(0), ntiles, tl.num_programs(0)):
         n, p, pmask = _tile(t, img0, tiles, HW, BLOCK_P)
         m2 = pmask[:, None] & cmask[None, :]
-        off = n * M * HW + c[None, :] * HW + p[:, None]
-        gm = tl.load(g_mid + off, mask=m2, other=0.0)
-        av = tl.load(a2 + off, mask=m2, other=0.0)
+        off = c[None, :] * HW + p[:, None]
+        gm = tl.load(g_mid + n * M * HW + off, mask=m2, other=0.0)
+        av = tl.load(a2 + n * M * HW + off, mask=m2, other=0.0)
         ga2 = tl.where(m2, _bn_input_grad(gm, av, mean2, inv2, k2, r0_2, r1_2, TRAIN), 0.0)
         ys = p // W + dy
         xs = p % W + dx
@@ -548,16 +548,17 @@ def head_backward_kernel(z_lo, z_hi, split, w_s, w_b, g_head, h, grad, dw_s, dw_
     for t in range(tl.program_id(0), ntiles, tl.num_programs(0)):
         n, p, pmask = _tile(t, img0, tiles, HW, BLOCK_P)
         mj = pmask[:, None] & jmask[None, :]
-        hoff = n * HC * HW + j[None, :] * HW + p[:, None]
-        gh = tl.load(g_head + hoff, mask=mj, other=0.0)
-        hv = tl.load(h + hoff, mask=pmask[:, None] & jb[None, :], other=0.0)
+        hoff = j[None, :] * HW + p[:, None]
+        gh = tl.load(g_head + n * HC * HW + hoff, mask=mj, other=0.0)
+        hv = tl.load(h + n * HC * HW + hoff, mask=pmask[:, None] & jb[None, :], other=0.0)
         gh = tl.where(jb[None, :], _bn_input_grad(gh, hv, mean1, inv1, k1, r0_1, r1_1, TRAIN), gh)
         gh = tl.where(mj, gh, 0.0)
         mc = pmask[:, None] & cmask[None, :]
-        off = n * C * HW + c[None, :] * HW + p[:, None]
-        zt = _load_two(z_lo + off, mc & (c[None, :] < split), z_hi + off, mc & (c[None, :] >= split))
+        zb = n * C * HW
+        off = c[None, :] * HW + p[:, None]
+        zt = _load_two(z_lo + zb + off, mc & (c[None, :] < split), z_hi + zb + off, mc & (c[None, :] >= split))
         gz = _mm(gh, w, tl.zeros([BLOCK_P, BLOCK_C], dtype=w.dtype), PREC)
-        tl.store(grad + off, tl.load(grad + off, mask=mc, other=0.0) + gz, mask=mc)
+        tl.store(grad + zb + off, tl.load(grad + zb + off, mask=mc, other=0.0) + gz, mask=mc)
         gw = _mm(tl.trans(gh), zt, gw, PREC)
     tl.atomic_add(dw_s + w_off, gw, mask=shortcut_rows)
     tl.atomic_add(dw_b + w_off - HS * C, gw, mask=branch_rows)

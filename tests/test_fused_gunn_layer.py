@@ -40,13 +40,12 @@ def relative_error(a, b):
     return ((a.double() - b).norm() / b.norm()).item()
 
 
-def assert_float32_as_close_as_plain(reference, fast, x, g):
+def assert_float32_as_close_as_plain(reference, fast, x, g, floor=1e-6):
     """float32 has no exact answer to compare with; the float64 run of the same layer is the truth. The
     fused float32 run must be as close to it as the plain float32 run is, within a factor 4 (the kernels
-    sum in another order and form the variance as E[x^2] - mean^2 from float64 sums; measured: at most
-    3.1x on tensors the plain path gets to 1e-7, 1.4x on the others; a real bug is off by far more), with a
-    floor of 1e-6 for tensors the plain path happens to get nearly exact. On a GPU both paths use TF32, so
-    both are about 1e-3 from the truth, and the same rule holds."""
+    sum in another order and form the variance as E[x^2] - mean^2 from float64 sums; measured on the CPU:
+    at most 3.1x on tensors the plain path gets to 1e-7, 1.4x on the others; a real bug is off by far
+    more), or within `floor` (1e-6 for tensors the plain path happens to get nearly exact)."""
     truth = run(reference, x, g)
     plain32, fast32 = copy.deepcopy(reference).float(), copy.deepcopy(fast).float()
     assert fused.unusable_reason(fast32, x.float()) is None
@@ -54,7 +53,7 @@ def assert_float32_as_close_as_plain(reference, fast, x, g):
     compared = [(out_f, out_p, truth[0]), (gx_f, gx_p, truth[1])] + list(zip(gp_f, gp_p, truth[2]))
     compared += [t for t in zip(fast32.buffers(), plain32.buffers(), reference.buffers()) if t[2].is_floating_point()]
     for ours, plain, exact in compared:
-        assert relative_error(ours, exact) <= max(4 * relative_error(plain, exact), 1e-6)
+        assert relative_error(ours, exact) <= max(4 * relative_error(plain, exact), floor)
 
 
 # ------------------------------------------------------------------------------- on the CPU, in CI
@@ -136,12 +135,18 @@ def test_cuda_eval_and_optnet_float64_match_plain():
         torch.testing.assert_close(ran_fused(fast, x), out, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize('tf32', [False, True])
 @pytest.mark.cuda
 @requires_cuda
-def test_cuda_float32_as_close_as_plain():
+def test_cuda_float32_as_close_as_plain(tf32, monkeypatch):
+    """Without TF32 the rule of the CPU test. With it (PyTorch's default for convolutions, which the fused
+    kernels follow) either path may use it, so the fused run only has to be within 2e-2 of the truth:
+    TF32 keeps 10 mantissa bits (5e-4) per product, amplified by the layer's 12 BatchNorms; a wrong
+    kernel is off by O(1)."""
+    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', tf32)
     reference, fast = pair(2, 48, 4, device='cuda')
     x = torch.randn(8, 48, 16, 16, dtype=torch.float64, device='cuda')
-    assert_float32_as_close_as_plain(reference, fast, x, torch.randn_like(x))
+    assert_float32_as_close_as_plain(reference, fast, x, torch.randn_like(x), floor=2e-2 if tf32 else 1e-6)
 
 
 @pytest.mark.cuda
@@ -193,6 +198,7 @@ def test_cuda_graph_capture_of_forward_and_backward():
         out = layer(x)
         out.backward(g)
     eager = copy.deepcopy(layer)  # the state the replay starts from (capturing runs nothing)
+    eager.zero_grad(set_to_none=True)
     graph.replay()
     torch.cuda.synchronize()
     out_e, gx_e, gp_e = run(eager, x.detach(), g)
