@@ -69,6 +69,23 @@ def test_fused_kernels_under_the_triton_interpreter():
     assert ' passed' in result.stdout and 'skipped' not in result.stdout, result.stdout[-2000:]
 
 
+@pytest.mark.skipif(importlib.util.find_spec('triton') is None, reason='Triton is not installed')
+@pytest.mark.parametrize('channels, dataset', [(24, 'cifar10'), (80, 'imagenet')])
+def test_kernels_compile_for_an_h100(channels, dataset):
+    """What the interpreter cannot check: every training-mode kernel compiles for sm_90 with the CONFIGS
+    table (gunn-15's unit widths, o = 12, and gunn-18's, o = 40) and fits in the 227 KB of shared memory an
+    H100 block may have."""
+    spec = importlib.util.spec_from_file_location('fused_kernels_compile',
+                                                  os.path.join(ROOT, 'tools', 'fused_kernels_compile.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    compiled = {name: kernel for name, _, _, kernel in
+                tool.compile_launches(GunnLayer(channels, 2, dataset), torch.zeros(2, channels, 8, 8))}
+    assert set(compiled) == {name[:-len('_kernel')] for name in dir(fused._kernels()) if name.endswith('_kernel')}
+    for name, kernel in compiled.items():
+        assert kernel.metadata.shared <= 227 * 1024, name
+
+
 def test_cpu_tensors_fall_back_to_the_aten_path_with_one_note(monkeypatch, capsys):
     monkeypatch.delenv('TRITON_INTERPRET', raising=False)
     monkeypatch.setattr(fused, '_noted', set())

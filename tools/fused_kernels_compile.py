@@ -68,7 +68,28 @@ def specialisation(kernel, args, constexprs, config):
     return signature, constexpr_ids, attrs, options
 
 
+def compile_launches(layer, x, keep=True, arch=90):
+    """Compile every distinct kernel specialisation one forward and backward of `layer` on `x` launches;
+    yields (kernel name, constexpr flags, launch options, compiled kernel)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    kernels = fused._kernels()
+    seen = set()
+    for name, kernel_args, constexprs, config in recorded_launches(layer, x, keep):
+        kernel = getattr(kernels, name + '_kernel')
+        signature, constants, attrs, options = specialisation(kernel, kernel_args, constexprs, config)
+        key = (name, tuple(signature.items()), tuple(sorted(constants.items())), tuple(sorted(attrs)))
+        if key not in seen:
+            seen.add(key)
+            compiled = triton.compile(ASTSource(kernel, signature, constants, attrs),
+                                      target=GPUTarget('cuda', arch, 32), options=options)
+            yield name, {k: v for k, v in constexprs.items() if not k.startswith('BLOCK')}, options, compiled
+
+
 def ptxas_report(ptx, arch):
+    """(registers, spilled bytes) per thread that ptxas reports for the kernel."""
     import triton
     ptxas = os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin', 'ptxas')
     with tempfile.NamedTemporaryFile('w', suffix='.ptx') as f:
@@ -96,32 +117,20 @@ def main():
     args = p.parse_args()
 
     import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     dtype = torch.float64 if args.precision == 'double' else torch.float32
     layer = GunnLayer(args.channels, args.segments, args.dataset).to(dtype)
     set_bn_split(layer, args.bnSplit)
     x = torch.zeros(args.batch, args.channels, args.size, args.size, dtype=dtype)
-    kernels = fused._kernels()
     print(f'GunnLayer({args.channels}, {args.segments}) at {args.batch}x{args.size}x{args.size} {dtype}, '
           f'triton {triton.__version__}, sm_{args.arch}')
     print(f'{"kernel":<26} {"constexprs":<44} {"warps":>5} {"regs":>5} {"spill B":>8} {"smem KB":>8} {"s":>5}')
-    seen = set()
-    for name, kernel_args, constexprs, config in recorded_launches(layer, x, keep=not args.optnet):
-        kernel = getattr(kernels, name + '_kernel')
-        signature, constants, attrs, options = specialisation(kernel, kernel_args, constexprs, config)
-        key = (name, tuple(signature.items()), tuple(sorted(constants.items())), tuple(sorted(attrs)))
-        if key in seen:
-            continue
-        seen.add(key)
-        start = time.time()
-        compiled = triton.compile(ASTSource(kernel, signature, constants, attrs),
-                                  target=GPUTarget('cuda', args.arch, 32), options=options)
+    start = time.time()
+    for name, flags, options, compiled in compile_launches(layer, x, not args.optnet, args.arch):
         registers, spills = ptxas_report(compiled.asm['ptx'], args.arch)
-        flags = ' '.join(f'{k}={v}' for k, v in constexprs.items() if not k.startswith('BLOCK'))
-        print(f'{name:<26} {flags:<44} {options["num_warps"]:>5} {registers:>5} {spills:>8} '
+        text = ' '.join(f'{k}={v}' for k, v in flags.items())
+        print(f'{name:<26} {text:<44} {options["num_warps"]:>5} {registers:>5} {spills:>8} '
               f'{compiled.metadata.shared / 1024:>8.1f} {time.time() - start:>5.1f}', flush=True)
+        start = time.time()
 
 
 if __name__ == '__main__':
