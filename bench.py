@@ -30,7 +30,8 @@ from opts import N_CLASSES
 from train import Trainer
 
 PATHS = {'plain': dict(shareGradInput=False, optnet=False), 'share': dict(shareGradInput=True, optnet=False),
-         'recompute': dict(shareGradInput=False, optnet=True)}
+         'recompute': dict(shareGradInput=False, optnet=True),
+         'triton': dict(shareGradInput=True, optnet=False, kernels='triton')}
 EXECUTIONS = ('eager', 'graph')
 PRECISIONS = ('single', 'bf16', 'half', 'double')
 LAYOUTS = {'nchw': torch.contiguous_format, 'nhwc': torch.channels_last}

@@ -104,6 +104,9 @@ def get_args_parser():
     g.add_argument('-cudaGraph', type=_bool, default=False, metavar='true|false',
                    help='capture the whole training step as a CUDA graph and replay it (one GPU; not with '
                         '-precision half)')
+    g.add_argument('-kernels', default='aten', choices=('aten', 'triton'),
+                   help='GunnLayer kernels: aten (PyTorch\'s) or triton (fused GPU kernels, 4 per segment forward '
+                        'and 5 backward; the aten path where they cannot run: CPU, autocast)')
     return p
 
 

@@ -143,19 +143,21 @@ def bn_errors(module, meta, tensors, prefix):
                  for field, t in (('running_mean', bn.running_mean), ('running_var', bn.running_var)))
 
 
-def check_gunnlayer(report, case, dirs=SEARCH_DIRS, modes=models.gunn_layer.MEMORY_MODES, device='cpu'):
+def check_gunnlayer(report, case, dirs=SEARCH_DIRS, modes=models.gunn_layer.MEMORY_MODES, device='cpu',
+                    kernels='aten'):
     """One GunnLayer(16, 4) in float64: train output, gradients, running statistics, eval output."""
     meta, t = load_case(case, dirs)
     dataset = 'imagenet' if case.endswith('imagenet') else 'cifar10'
     tol = 1e-10
     for memory in modes:
-        layer = models.GunnLayer(16, 4, dataset, memory).double()
+        layer = models.GunnLayer(16, 4, dataset, memory, kernels).double()
         load_golden_state(layer, meta, t, 'param/', 'bn_before/')
         layer.to(device)
         x = torch.from_numpy(np.array(t['input'])).to(device).requires_grad_()
         out = layer(x)
         out.backward(torch.from_numpy(np.array(t['grad_output'])).to(device))
-        name = f'{case} [{memory}]' + (f' {device}' if device != 'cpu' else '')
+        name = f'{case} [{memory}]' if kernels == 'aten' else f'{case} [{memory}, {kernels}]'
+        name += f' {device}' if device != 'cpu' else ''
         report.add(name, 'train output', 'float64', rel_err(out, t['output_train']), tol)
         report.add(name, 'gradInput', 'float64', rel_err(x.grad, t['grad_input']), tol)
         report.add(name, 'gradParameters', 'float64',

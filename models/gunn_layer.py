@@ -16,16 +16,22 @@ Three execution paths, selected by ``GunnLayer.memory`` (models.setup sets it fr
 
 The two saving paths share one hand-written forward (``_unit_forward``) and backward (``_unit_backward``)
 of the update unit, built on the aten kernels that autograd itself uses.
+
+``GunnLayer.kernels`` (``-kernels``) picks the kernels: ``'aten'`` (the paths above) or ``'triton'``, the
+fused GPU path of models/fused_gunn_layer.py (4 kernels per segment forward, 5 backward), which falls back
+to the aten path where it cannot run (CPU tensors, autocast, no Triton).
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import fused_gunn_layer
 from .batchnorm import BatchNorm2d
 
 aten = torch.ops.aten
 
 MEMORY_MODES = ('plain', 'share', 'recompute')
+KERNELS = ('aten', 'triton')
 
 
 def conv_bn(in_channels, out_channels, kernel_size=1):
@@ -62,21 +68,25 @@ class UpdateUnit(nn.Module):
 
 
 class GunnLayer(nn.Module):
-    def __init__(self, nChannels, nSegments, dataset='cifar10', memory='share'):
+    def __init__(self, nChannels, nSegments, dataset='cifar10', memory='share', kernels='aten'):
         super().__init__()
         if nChannels % nSegments != 0:
             raise ValueError(f'GunnLayer: nChannels={nChannels} is not divisible by nSegments={nSegments}')
         if memory not in MEMORY_MODES:
             raise ValueError(f'GunnLayer: unknown memory mode {memory!r}, expected one of {MEMORY_MODES}')
+        if kernels not in KERNELS:
+            raise ValueError(f'GunnLayer: unknown kernels {kernels!r}, expected one of {KERNELS}')
         self.nChannels, self.nSegments = nChannels, nSegments
         self.oChannels = nChannels // nSegments
         self.dataset = dataset
         self.memory = memory
+        self.kernels = kernels
         shortcut = dataset != 'imagenet'
         self.units = nn.ModuleList(UpdateUnit(nChannels, self.oChannels, shortcut) for _ in range(nSegments))
 
     def extra_repr(self):
-        return f'{self.nChannels}, {self.nSegments}, dataset={self.dataset!r}, memory={self.memory!r}'
+        return (f'{self.nChannels}, {self.nSegments}, dataset={self.dataset!r}, memory={self.memory!r}, '
+                f'kernels={self.kernels!r}')
 
     def segment(self, i):
         return slice(i * self.oChannels, (i + 1) * self.oChannels)
@@ -91,6 +101,8 @@ class GunnLayer(nn.Module):
         return torch.cat(outputs, dim=1)
 
     def forward(self, x):
+        if self.kernels == 'triton' and fused_gunn_layer.usable(self, x):
+            return fused_gunn_layer.forward(self, x)
         if self.memory == 'plain':
             return self.reference_forward(x)
         params = list(self.parameters())

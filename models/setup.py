@@ -36,6 +36,7 @@ def create(opt, generator=None):
         torch7_init.initialize(model, generator)
     for layer in gunn_layers(model):
         layer.memory = memory_mode(opt)
+        layer.kernels = getattr(opt, 'kernels', 'aten')  # option objects of tools and tests may lack it
     return model
 
 

@@ -1,0 +1,249 @@
+"""The fused Triton GunnLayer (-kernels triton): option wiring and fallbacks; its kernels and the layer under
+the Triton interpreter (tests/fused_kernels_cases.py, in a subprocess); and on a GPU (marked cuda) the same
+comparisons with the plain path on CUDA tensors, CUDA-graph capture and peak memory."""
+import copy
+import importlib.util
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn as nn
+
+import models
+import opts
+from conftest import ROOT, requires_cuda
+from models import GunnLayer
+from models import fused_gunn_layer as fused
+from models.batchnorm import set_bn_split
+from test_gunn_layer import assert_same_run, randomised, run
+
+
+def pair(seed, channels, segments, dataset='cifar10', memory='share', dtype=torch.float64, device='cpu'):
+    """(plain reference layer, the same layer on the fused path)."""
+    torch.manual_seed(seed)
+    reference = randomised(GunnLayer(channels, segments, dataset, 'plain')).to(device, dtype)
+    fast = copy.deepcopy(reference)
+    fast.memory, fast.kernels = memory, 'triton'
+    return reference, fast
+
+
+def ran_fused(layer, x):
+    """The layer's output, checking that the fused kernels (not the aten fallback) computed it."""
+    assert fused.unusable_reason(layer, x) is None
+    return layer(x)
+
+
+def relative_error(a, b):
+    return ((a.double() - b).norm() / b.norm()).item()
+
+
+def assert_float32_as_close_as_plain(reference, fast, x, g, floor=1e-6):
+    """float32 has no exact answer to compare with; the float64 run of the same layer is the truth. The
+    fused float32 run must be as close to it as the plain float32 run is, within a factor 4 (the kernels
+    sum in another order and form the variance as E[x^2] - mean^2 from float64 sums; measured on the CPU:
+    at most 3.1x on tensors the plain path gets to 1e-7, 1.4x on the others; a real bug is off by far
+    more), or within `floor` (1e-6 for tensors the plain path happens to get nearly exact)."""
+    truth = run(reference, x, g)
+    plain32, fast32 = copy.deepcopy(reference).float(), copy.deepcopy(fast).float()
+    assert fused.unusable_reason(fast32, x.float()) is None
+    (out_p, gx_p, gp_p), (out_f, gx_f, gp_f) = (run(layer, x.float(), g.float()) for layer in (plain32, fast32))
+    compared = [(out_f, out_p, truth[0]), (gx_f, gx_p, truth[1])] + list(zip(gp_f, gp_p, truth[2]))
+    compared += [t for t in zip(fast32.buffers(), plain32.buffers(), reference.buffers()) if t[2].is_floating_point()]
+    for ours, plain, exact in compared:
+        assert relative_error(ours, exact) <= max(4 * relative_error(plain, exact), floor)
+
+
+# ------------------------------------------------------------------------------- on the CPU, in CI
+
+@pytest.mark.skipif(importlib.util.find_spec('triton') is None, reason='Triton is not installed')
+def test_fused_kernels_under_the_triton_interpreter():
+    """Every kernel against torch, and the layer against the plain path (tests/fused_kernels_cases.py)."""
+    env = dict(os.environ, TRITON_INTERPRET='1', OMP_NUM_THREADS='1')
+    result = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
+                             os.path.join('tests', 'fused_kernels_cases.py')],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
+    assert ' passed' in result.stdout and 'skipped' not in result.stdout, result.stdout[-2000:]
+
+
+@pytest.mark.skipif(importlib.util.find_spec('triton') is None, reason='Triton is not installed')
+@pytest.mark.parametrize('channels, dataset', [(24, 'cifar10'), (80, 'imagenet')])
+def test_kernels_compile_for_an_h100(channels, dataset):
+    """What the interpreter cannot check: every training-mode kernel compiles for sm_90 with the CONFIGS
+    table (gunn-15's unit widths, o = 12, and gunn-18's, o = 40) and fits in the 227 KB of shared memory an
+    H100 block may have."""
+    spec = importlib.util.spec_from_file_location('fused_kernels_compile',
+                                                  os.path.join(ROOT, 'tools', 'fused_kernels_compile.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    compiled = {name: kernel for name, _, _, kernel in
+                tool.compile_launches(GunnLayer(channels, 2, dataset), torch.zeros(2, channels, 8, 8))}
+    assert set(compiled) == {name[:-len('_kernel')] for name in dir(fused._kernels()) if name.endswith('_kernel')}
+    for name, kernel in compiled.items():
+        assert kernel.metadata.shared <= 227 * 1024, name
+
+
+def test_cpu_tensors_fall_back_to_the_aten_path_with_one_note(monkeypatch, capsys):
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    monkeypatch.setattr(fused, '_noted', set())
+    reference, fast = pair(0, 8, 2, memory='share')
+    reference.memory = 'share'
+    x = torch.randn(2, 8, 4, 4, dtype=torch.float64)
+    for _ in range(2):
+        out_r, gx_r, gp_r = run(reference, x, torch.ones_like(x))
+        out_f, gx_f, gp_f = run(fast, x, torch.ones_like(x))
+        assert torch.equal(out_f, out_r) and torch.equal(gx_f, gx_r)
+        assert all(torch.equal(a, b) for a, b in zip(gp_f, gp_r))
+    note = capsys.readouterr().err.strip().splitlines()
+    assert note == ['note: -kernels triton: the input is not on a CUDA device; using the aten GunnLayer path']
+
+
+def test_what_the_kernels_do_not_handle(monkeypatch):
+    monkeypatch.setenv('TRITON_INTERPRET', '1')  # as if the kernels could run on these CPU tensors
+    layer = GunnLayer(8, 2, kernels='triton')
+    x = torch.randn(1, 8, 2, 2)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert fused.unusable_reason(layer, x).startswith('autocast is on')
+    assert fused.unusable_reason(layer.half(), x.half()).startswith('torch.float16 inputs')
+
+
+def test_kernels_option_reaches_every_gunn_layer(tmp_path, capsys):
+    opt = opts.parse(['-netType', 'gunn-mini', '-dataset', 'digits', '-save', str(tmp_path)])
+    assert opt.kernels == 'aten'
+    assert {layer.kernels for layer in models.gunn_layers(models.create(opt))} == {'aten'}
+    opt = opts.parse(['-netType', 'gunn-mini', '-dataset', 'digits', '-kernels', 'triton', '-save', str(tmp_path)])
+    assert {layer.kernels for layer in models.gunn_layers(models.create(opt))} == {'triton'}
+    with pytest.raises(SystemExit) as exit_info:
+        opts.parse(['-kernels', 'cuda', '-save', str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "argument -kernels: invalid choice: 'cuda'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match='unknown kernels'):
+        GunnLayer(8, 2, kernels='cuda')
+
+
+# ------------------------------------------------------------------------------------ on a GPU
+
+@pytest.mark.parametrize('splits, images', [(1, 2), (3, 7)])
+@pytest.mark.cuda
+@requires_cuda
+def test_cuda_training_float64_matches_plain(splits, images):
+    reference, fast = pair(0, 16, 4, device='cuda')
+    for layer in (reference, fast):
+        set_bn_split(layer, splits)
+    x = torch.randn(images, 16, 6, 6, dtype=torch.float64, device='cuda')
+    ran_fused(fast, x)
+    reference(x)
+    assert_same_run(reference, fast, x, torch.randn_like(x))
+
+
+@pytest.mark.cuda
+@requires_cuda
+def test_cuda_eval_and_optnet_float64_match_plain():
+    reference, fast = pair(1, 16, 4, 'imagenet', memory='recompute', device='cuda')
+    x = torch.randn(3, 16, 7, 7, dtype=torch.float64, device='cuda')
+    assert_same_run(reference, fast, x, torch.randn_like(x))
+    reference.eval()
+    fast.eval()
+    out = assert_same_run(reference, fast, x, torch.randn_like(x))
+    with torch.no_grad():
+        torch.testing.assert_close(ran_fused(fast, x), out, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('tf32', [False, True])
+@pytest.mark.cuda
+@requires_cuda
+def test_cuda_float32_as_close_as_plain(tf32, monkeypatch):
+    """Without TF32 the rule of the CPU test. With it (PyTorch's default for convolutions, which the fused
+    kernels follow) either path may use it, so the fused run only has to be within 2e-2 of the truth:
+    TF32 keeps 10 mantissa bits (5e-4) per product, amplified by the layer's 12 BatchNorms; a wrong
+    kernel is off by O(1)."""
+    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', tf32)
+    reference, fast = pair(2, 48, 4, device='cuda')
+    x = torch.randn(8, 48, 16, 16, dtype=torch.float64, device='cuda')
+    assert_float32_as_close_as_plain(reference, fast, x, torch.randn_like(x), floor=2e-2 if tf32 else 1e-6)
+
+
+@pytest.mark.cuda
+@requires_cuda
+def test_cuda_gunn_mini_training_step_matches_plain():
+    """The whole network: three GunnLayers of different widths and sizes, in float64."""
+    results = []
+    for kernels, shareGradInput in (('aten', False), ('triton', True)):
+        opt = SimpleNamespace(netType='gunn-mini', dataset='cifar10', optnet=False, optMemory=0,
+                              shareGradInput=shareGradInput, kernels=kernels)
+        torch.manual_seed(3)
+        model = models.create(opt).to('cuda', torch.float64)
+        torch.manual_seed(4)
+        x = torch.randn(6, 3, 32, 32, dtype=torch.float64, device='cuda', requires_grad=True)
+        loss = nn.functional.cross_entropy(model(x), torch.arange(6, device='cuda') % 10)
+        loss.backward()
+        results.append((loss, x.grad, [p.grad for p in model.parameters()], list(model.buffers())))
+    (loss_r, gx_r, gp_r, b_r), (loss_f, gx_f, gp_f, b_f) = results
+    torch.testing.assert_close(loss_f, loss_r, rtol=1e-12, atol=0)
+    torch.testing.assert_close(gx_f, gx_r, rtol=1e-10, atol=1e-12)
+    for a, b in zip(gp_f + b_f, gp_r + b_r):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.cuda
+@requires_cuda
+def test_cuda_graph_capture_of_forward_and_backward():
+    """No host synchronisation (sync debug mode 'error' in an eager step) and a captured forward + backward
+    replays what an eager run of the same layer computes."""
+    _, layer = pair(5, 32, 4, device='cuda')
+    set_bn_split(layer, 2)
+    x = torch.randn(6, 32, 8, 8, dtype=torch.float64, device='cuda', requires_grad=True)
+    g = torch.randn_like(x)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):  # compiles the kernels, builds the eps/momentum tensor
+            ran_fused(layer, x).backward(g)
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        layer(x).backward(g)
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    x.grad = None
+    layer.zero_grad(set_to_none=True)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = layer(x)
+        out.backward(g)
+    eager = copy.deepcopy(layer)  # the state the replay starts from (capturing runs nothing)
+    eager.zero_grad(set_to_none=True)
+    graph.replay()
+    torch.cuda.synchronize()
+    out_e, gx_e, gp_e = run(eager, x.detach(), g)
+    torch.testing.assert_close(out, out_e, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(x.grad, gx_e, rtol=1e-11, atol=1e-11)
+    for a, b in zip([p.grad for p in layer.parameters()] + list(layer.buffers()), gp_e + list(eager.buffers())):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
+
+
+@pytest.mark.cuda
+@requires_cuda
+def test_cuda_peak_memory_not_above_plain():
+    """gunn-15's first GunnLayer (240 channels, 20 segments, 32x32), batch 16, float32 forward + backward."""
+    peaks = {}
+    for kernels in ('aten', 'triton'):
+        torch.manual_seed(6)
+        layer = GunnLayer(240, 20, memory='plain' if kernels == 'aten' else 'share', kernels=kernels).cuda()
+        x = torch.randn(16, 240, 32, 32, device='cuda', requires_grad=True)
+        g = torch.randn_like(x)
+        layer(x).backward(g)  # compiles; the measured step is the second
+        x.grad = None
+        layer.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        layer(x).backward(g)
+        torch.cuda.synchronize()
+        peaks[kernels] = torch.cuda.max_memory_allocated() - base
+        del layer, x, g
+        torch.cuda.empty_cache()
+    assert peaks['triton'] <= peaks['aten'], peaks
