@@ -143,7 +143,7 @@ def _dataset(case_meta, raw, folder):
         os.makedirs(os.path.join(folder, case_meta['split']), exist_ok=True)
         info = {'classList': [], case_meta['split']: {'imagePath': torch.zeros(1, 1, dtype=torch.uint8),
                                                       'imageClass': torch.zeros(1, dtype=torch.int64)}}
-        return imagenet.Dataset(info, SimpleNamespace(data=folder, tenCrop=case_meta['tenCrop']),
+        return imagenet.Dataset(info, SimpleNamespace(data=folder, gen=folder, dataset='imagenet', tenCrop=case_meta['tenCrop']),
                                 case_meta['split'])
     info = {'classList': [], case_meta['split']: {'data': _tensor(raw)[None],
                                                   'labels': torch.zeros(1, dtype=torch.int64)}}
@@ -188,7 +188,7 @@ def check_decode(report, case, meta, tensors, folder):
     lua = tensors.get(f'{case}/output')
     quantity = 'decoded pixels' if lua is not None else 'decoded (the Lua raises)'
     try:
-        out = imagenet.Dataset(info, SimpleNamespace(data=folder, tenCrop=False), 'val').get(0)['input']
+        out = imagenet.Dataset(info, SimpleNamespace(data=folder, gen=folder, dataset='imagenet', tenCrop=False), 'val').get(0)['input']
     except GunnError as e:
         report.add(case, quantity, 'float32', float('inf'), 0.0, absolute=True, problem=str(e))
         return

@@ -191,7 +191,7 @@ class _Observer:
     """Records what the Lua driver recorded, by wrapping the Trainer that main.run creates."""
 
     def __init__(self):
-        self.batches, self.initial = [], None
+        self.batches, self.scores, self.initial = [], [], None
 
     @contextlib.contextmanager
     def watching(self):
@@ -209,7 +209,7 @@ class _Observer:
 
     def attach(self, trainer):
         self.initial = [p.detach().clone() for p in trainer.model.parameters()]
-        copy_inputs, compute_score = trainer.copyInputs, trainer.computeScore
+        copy_inputs, score = trainer.copyInputs, trainer.score
 
         def copyInputs(sample):
             input, target = copy_inputs(sample)
@@ -217,12 +217,13 @@ class _Observer:
                                  'input': input.clone()})
             return input, target
 
-        def computeScore(output, target, nCrops):
-            top1, top5 = compute_score(output, target, nCrops)
-            self.batches[-1].update(top1=top1, top5=top5)
+        def scored(top1Wrong, top5Wrong, batchSize):
+            # the trainer scores each batch once its counts reach the host, one batch late: in batch order
+            top1, top5 = score(top1Wrong, top5Wrong, batchSize)
+            self.scores.append({'top1': top1, 'top5': top5})
             return top1, top5
 
-        trainer.copyInputs, trainer.computeScore = copyInputs, computeScore
+        trainer.copyInputs, trainer.score = copyInputs, scored
         trainer.model.register_forward_hook(lambda m, i, out: self.batches[-1].update(logits=out.detach().clone()))
         trainer.criterion.register_forward_hook(lambda m, i, loss: self.batches[-1].update(loss=loss.item()))
 
@@ -327,7 +328,7 @@ def check_lua_run(report, dirs=SEARCH_DIRS, workdir=None):
     case = 'lua_run_cifar10'
     report.add(case, 'initial parameters (init/param)', 'float64',
                worst((p, t['init/param/' + i['name']]) for p, i in zip(observer.initial, meta['params'])), 0)
-    _compare_batches(report, case, observer.batches, meta, t)
+    _compare_batches(report, case, [{**b, **s} for b, s in zip(observer.batches, observer.scores)], meta, t)
     _compare_final(report, case, latest, meta, t)
     ours, lua = log_lines(output), log_lines('\n'.join(meta['printed_lines']))
     report.add(case, f'log lines differ (of {len(lua)}, timings blanked)', 'text',

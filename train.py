@@ -1,9 +1,9 @@
 """The training loop and learning-rate schedule (port of train.lua), method names kept for side-by-side
 reading: train(epoch, loader), test(epoch, loader), computeScore, learningRate, copyInputs.
 
-The loops never wait for the GPU: each iteration's loss and error counts stay on the device (summed there
-over the epoch) and reach the host one iteration late (device_figures.OneLate), where the Lua log line is
-printed and the loss checked. ``step`` is one whole training step; ``-cudaGraph true`` replays it as a
+The loops never wait for the GPU: each iteration's loss and error counts are computed on the device and reach
+the host one iteration late (device_figures.OneLate), where the loss is checked, the Lua log line printed and
+the epoch's figures summed in the Lua's arithmetic. ``step`` is one whole training step; ``-cudaGraph true`` replays it as a
 captured CUDA graph (cuda_graph.GraphedStep).
 """
 import math
@@ -142,7 +142,7 @@ class Trainer:
         lr = self.learningRate(epoch)
         self.setLearningRate(lr)
         trainSize = dataloader.size()
-        sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # as a step's figures, over the epoch
+        sums = {'loss': 0.0, 'top1': 0.0, 'top5': 0.0, 'N': 0}  # on the host, summed as the Lua sums them
         late = OneLate(self.device)
         self._log(f'=> Training epoch # {epoch}')
         self.model.train()
@@ -153,12 +153,16 @@ class Trainer:
             """The Lua line of an iteration whose figures reached the host; stops the run on a diverged loss."""
             if ready is None:
                 return
-            (n, seconds, dataTime), (lossBatch, top1Batch, top5Batch, count, *_) = ready
-            if not math.isfinite(lossBatch):
-                raise GunnError(f'the loss is {lossBatch / count} at epoch {epoch}, iteration {n}: training diverged; '
+            (n, seconds, dataTime), (lossBatch, top1Wrong, top5Wrong, count) = ready
+            loss = lossBatch / count
+            if not math.isfinite(loss):
+                raise GunnError(f'the loss is {loss} at epoch {epoch}, iteration {n}: training diverged; '
                                 f'stopping without saving this epoch ({checkpoints.kept(self.opt.save)})')
-            line = 'Err %1.4f  top1 %7.3f  top5 %7.3f' % (lossBatch / count, 100 * top1Batch / count,
-                                                          100 * top5Batch / count)
+            top1, top5 = self.score(top1Wrong, top5Wrong, count)
+            for key, value in (('loss', loss), ('top1', top1), ('top5', top5)):
+                sums[key] += value * count
+            sums['N'] += count
+            line = 'Err %1.4f  top1 %7.3f  top5 %7.3f' % (loss, top1, top5)
             if self.progress == 'bar' and self.rank == 0:
                 bar.set_postfix_str(f'{line}  lr {lr:g}')
             else:
@@ -179,31 +183,35 @@ class Trainer:
             weight = input.size(0) * self.worldSize / total if self.worldSize > 1 else 1.0
             figures = self.runStep(input, target, weight)
             figures = _all_sum(figures)  # the whole global batch's figures (one process: this batch's)
-            sums += figures
             report(late.push((n, time.perf_counter() - timer, dataTime), figures))
             timer = dataTimer = time.perf_counter()
         report(late.flush())
-        lossSum, top1Sum, top5Sum, N = sums.tolist()
-        return 100 * top1Sum / N, 100 * top5Sum / N, lossSum / N
+        N = sums['N']
+        return sums['top1'] / N, sums['top5'] / N, sums['loss'] / N
 
     @torch.no_grad()
     def test(self, epoch, dataloader):
         """Top-1 and top-5 error on the validation set (every image counted once, also when distributed)."""
         size = dataloader.size()
         nCrops = dataloader.nCrops
-        sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # top-1 wrong, top-5 wrong, images
+        sums = {'top1': 0.0, 'top5': 0.0, 'N': 0}  # on the host, summed as the Lua sums them
         late = OneLate(self.device)
         self.model.eval()
         timer = dataTimer = time.perf_counter()
         bar = self._iterate(dataloader, epoch, f'Test {epoch}')
 
         def report(ready):
-            if ready is None or self.progress != 'lines':
+            if ready is None:
                 return
-            (n, seconds, dataTime), (top1Batch, top5Batch, count, top1Sum, top5Sum, N) = ready
-            self._log(' | Test: [%d][%d/%d]    Time %.3f  Data %.3f  top1 %7.3f (%7.3f)  top5 %7.3f (%7.3f)' % (
-                epoch, n, size, seconds, dataTime, 100 * top1Batch / count, 100 * top1Sum / N,
-                100 * top5Batch / count, 100 * top5Sum / N))
+            (n, seconds, dataTime), (top1Wrong, top5Wrong, count) = ready
+            top1, top5 = self.score(top1Wrong, top5Wrong, count)
+            sums['top1'] += top1 * count
+            sums['top5'] += top5 * count
+            sums['N'] += count
+            if self.progress == 'lines':
+                self._log(' | Test: [%d][%d/%d]    Time %.3f  Data %.3f  top1 %7.3f (%7.3f)  top5 %7.3f (%7.3f)' % (
+                    epoch, n, size, seconds, dataTime, top1, sums['top1'] / sums['N'], top5,
+                    sums['top5'] / sums['N']))
 
         for n, sample in bar:
             dataTime = time.perf_counter() - dataTimer
@@ -216,22 +224,25 @@ class Trainer:
             else:  # a process may have no image of a last batch smaller than the process count
                 wrong = torch.zeros(2, dtype=torch.float64, device=self.device)
             figures = _all_sum(torch.cat([wrong, self._constant(batchSize)]))
-            sums += figures
-            report(late.push((n, time.perf_counter() - timer, dataTime), figures, sums))
+            report(late.push((n, time.perf_counter() - timer, dataTime), figures))
             timer = dataTimer = time.perf_counter()
         report(late.flush())
         self.model.train()
-        top1Sum, top5Sum, N = sums.tolist()
-        top1, top5 = 100 * top1Sum / N, 100 * top5Sum / N
+        top1, top5 = sums['top1'] / sums['N'], sums['top5'] / sums['N']
         self._log(' * Finished epoch # %d     top1: %7.3f  top5: %7.3f\n' % (epoch, top1, top5))
         return top1, top5
 
     @staticmethod
-    def computeScore(output, target, nCrops):
-        """(top-1, top-5) error in percent (on the host; the loops use wrongCounts on the device)."""
-        top1, top5 = wrongCounts(output, target, nCrops).tolist()
-        batchSize = output.size(0) // nCrops
-        return 100 * top1 / batchSize, 100 * top5 / batchSize
+    def score(top1Wrong, top5Wrong, batchSize):
+        """(top-1, top-5) error in percent of a batch from its wrong counts, in the Lua's arithmetic
+        (1 - correct / batchSize, times 100), so that epoch figures and best-model ties are the Lua's."""
+        return tuple((1.0 - (batchSize - wrong) / batchSize) * 100 for wrong in (top1Wrong, top5Wrong))
+
+    @classmethod
+    def computeScore(cls, output, target, nCrops):
+        """(top-1, top-5) error in percent (on the host; the loops count on the device, see wrongCounts)."""
+        top1Wrong, top5Wrong = wrongCounts(output, target, nCrops).tolist()
+        return cls.score(top1Wrong, top5Wrong, output.size(0) // nCrops)
 
     def copyInputs(self, sample):
         nonBlocking = self.device.type == 'cuda'

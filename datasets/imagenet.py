@@ -12,6 +12,7 @@ import os
 import numpy as np
 import torch
 
+import datasets
 from datasets import transforms as t
 from datasets.decode import load_image
 from errors import GunnError
@@ -99,8 +100,7 @@ class ImagenetDataset:
         self.split = split
         self.tenCrop = bool(getattr(opt, 'tenCrop', False))
         self.dir = os.path.join(opt.data, split)
-        from datasets import cache_path  # the package imports this module: import at call time
-        self.index = cache_path(opt)
+        self.index = datasets.cache_path(opt)
         if not os.path.isdir(self.dir):
             raise GunnError(f'directory does not exist: {self.dir}')
 

@@ -91,9 +91,9 @@ def test_lines_come_one_iteration_late_in_the_lua_order():
     assert out.splitlines()[3].startswith(' * Finished epoch # 1     top1:')
 
 
-def test_divergence_stops_at_the_next_iteration_without_returning():
+def test_divergence_stops_at_the_next_iteration_without_returning(tmp_path):
     model = mini(torch.float32)
-    trainer = Trainer(model, nn.CrossEntropyLoss(), trainer_opt())
+    trainer = Trainer(model, nn.CrossEntropyLoss(), trainer_opt(save=str(tmp_path)))
     data = batches((8, 8, 8, 8), dtype=torch.float32)
     data.batches[1]['input'][0, 0, 0, 0] = float('nan')
     with pytest.raises(GunnError, match=r'^the loss is nan at epoch 1, iteration 2: training diverged'):
