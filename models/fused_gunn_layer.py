@@ -18,18 +18,24 @@ the layer input. Kept for backward: input, output and per segment h, a2, a3 (6o 
 keeps 10o), or with -optnet only the input, the output and the batch statistics (h, a2, a3 recomputed).
 
 Everything is on the device and of fixed shape: no host synchronisation, CUDA-graph capturable once one
-call has run eagerly on the device (that call builds the small float64 eps/momentum tensor). -bnSplit K
-groups are the grid's second axis, cut as torch.tensor_split cuts the batch (uneven last batches too).
+call has run eagerly on the device (that call builds the small float64 eps/momentum tensor). -bnSplit K:
+the K slices of models/batchnorm.BatchNorm2d (distributed.slice_sizes, uneven and empty slices too) are
+the grid's second axis; slice g is normalised with its own batch statistics and updates statistics set g
+in training, and is normalised with set g in evaluation. The slice boundaries are two integer kernel
+arguments (Geometry.late), so no tensor has to be built for a new batch size.
 
 Not handled, falling back to the aten path that -shareGradInput / -optnet select (one note on stderr): CPU
 tensors (unless TRITON_INTERPRET=1, under which the kernels run on the CPU: the tests), a missing Triton,
-autocast (half / bfloat16), dtypes other than float32 and float64.
+autocast (half / bfloat16), dtypes other than float32 and float64, -bnSplit above 63.
 """
 import functools
+import itertools
 import os
 import sys
 
 import torch
+
+from distributed import slice_sizes
 
 # Launch settings per kernel, by dtype and unit width: BLOCK_P pixels per tile; BLOCK_K / BLOCK_C channel
 # block of the reduction / of z; num_warps, num_stages. The unit's own widths (o, 2o, 3o) are padded to
@@ -73,6 +79,7 @@ _FLOAT64 = {
 CONFIGS = {(torch.float32, 'narrow'): _FLOAT32_NARROW, (torch.float32, 'wide'): _FLOAT32_WIDE,
            (torch.float64, 'narrow'): _FLOAT64, (torch.float64, 'wide'): _FLOAT64}
 DTYPES = (torch.float32, torch.float64)
+MAX_SPLITS = 63  # Geometry.late's bits are an int64 kernel argument
 PROGRAMS_PER_SM = 4  # persistent grid: programs per streaming multiprocessor, shared among the BN groups
 INTERPRETER_PROGRAMS = 3  # under TRITON_INTERPRET: few programs, so that each walks several tiles
 
@@ -104,6 +111,8 @@ def unusable_reason(layer, x):
         return 'Triton is not installed'
     if _bn_consts(layer, x.device) is None:
         return "the layer's BatchNorms differ in eps or momentum"
+    if layer.units[0].branch[1].splits > MAX_SPLITS:
+        return f'-bnSplit above {MAX_SPLITS}'
     return None
 
 
@@ -156,6 +165,26 @@ def _pow2(n):
     return max(16, 1 << (n - 1).bit_length())
 
 
+def late_slices(n, parts):
+    """Bits g where slice g of distributed.slice_sizes(n, parts) starts one image after the exact
+    ceil(g * n / parts), its floating-point ceil having rounded up (e.g. 58 over 14, slice 7: 29 + 1): what the
+    kernels' _slice_start adds to the exact one."""
+    late = 0
+    for g, start in enumerate(itertools.accumulate(slice_sizes(n, parts)[:-1], initial=0)):
+        lift = start + (-g * n // parts)  # start - ceil(g * n / parts)
+        assert lift in (0, 1), (n, parts, g)
+        late |= lift << g
+    return late
+
+
+def _stats_sets(bn):
+    """bn's statistics sets as the kernels take them: set 0 (running mean, variance) and sets 1..K-1
+    ([K - 1, channels] each; set 0 again when K = 1, never read then)."""
+    if bn.splits == 1:
+        return bn.running_mean, bn.running_var, bn.running_mean, bn.running_var
+    return bn.running_mean, bn.running_var, bn.split_running_mean, bn.split_running_var
+
+
 class Geometry:
     """Shapes, BatchNorm groups and launch settings of one GunnLayer call."""
 
@@ -169,9 +198,9 @@ class Geometry:
         self.HC = self.HS + self.M
         self.VW = self.HS + 2 * self.M + self.O
         self.train = layer.training
-        splits = layer.units[0].branch[1].splits if self.train else 1
-        self.q, self.r = divmod(self.N, splits)  # tensor_split: r groups of q + 1 images, then groups of q
-        self.G = min(self.N, splits)
+        self.G = layer.units[0].branch[1].splits  # -bnSplit slices, in training and in evaluation
+        self.largest = max(slice_sizes(self.N, self.G))
+        self.late = late_slices(self.N, self.G)
         self.config = CONFIGS[x.dtype, 'wide' if self.O > 16 else 'narrow']
         self.prec = 'fma' if x.dtype == torch.float64 else 'tf32' if torch.backends.cudnn.allow_tf32 else 'ieee'
         self.programs = PROGRAMS_PER_SM * _sm_count(x.device) if x.is_cuda else INTERPRETER_PROGRAMS
@@ -180,7 +209,7 @@ class Geometry:
     def launch(self, name, kernel_args, axis2=1, **constexprs):
         """Run kernel `name` on a (programs, groups, axis2) grid with its CONFIGS entry."""
         config = self.config[name]
-        tiles = (self.q + (self.r > 0)) * -(-self.HW // config['BLOCK_P'])  # of the largest group
+        tiles = self.largest * -(-self.HW // config['BLOCK_P'])  # of the largest group
         programs = max(1, min(tiles, self.programs // (self.G * axis2)))
         kernel = getattr(_kernels(), name + '_kernel')
         kernel[(programs, self.G, axis2)](*kernel_args, **constexprs, **config)
@@ -196,23 +225,23 @@ def head_forward(geo, unit, z_lo, z_hi, split, h, fstats, stats):
     w_b = unit.branch[0].weight.contiguous()
     w_s = unit.shortcut[0].weight.contiguous() if geo.shortcut else w_b
     geo.launch('head_forward', (z_lo, z_hi, split, w_s, w_b, h, fstats,
-                                geo.C, geo.HW, geo.HS, geo.HC, geo.VW, geo.q, geo.r),
+                                geo.C, geo.HW, geo.HS, geo.HC, geo.VW, geo.N, geo.late),
                STATS=stats, PREC=geo.prec, BLOCK_HC=_pow2(geo.HC))
 
 
 def conv3x3_forward(geo, unit, h, a2, fstats, stats, update):
     bn1 = unit.branch[1]
     geo.launch('conv3x3_forward', (h, unit.branch[3].weight.contiguous(), a2, fstats, geo.consts,
-                                   bn1.weight, bn1.bias, bn1.running_mean, bn1.running_var, bn1.num_batches_tracked,
-                                   geo.H, geo.W, geo.HS, geo.HC, geo.M, geo.VW, geo.q, geo.r),
+                                   bn1.weight, bn1.bias, *_stats_sets(bn1), bn1.num_batches_tracked,
+                                   geo.H, geo.W, geo.HS, geo.HC, geo.M, geo.VW, geo.N, geo.late),
                TRAIN=geo.train, STATS=stats, UPDATE=update, PREC=geo.prec, BLOCK_M=_pow2(geo.M))
 
 
 def out_conv_forward(geo, unit, a2, a3, fstats, stats, update):
     bn2 = unit.branch[4]
     geo.launch('out_conv_forward', (a2, unit.branch[6].weight.contiguous(), a3, fstats, geo.consts,
-                                    bn2.weight, bn2.bias, bn2.running_mean, bn2.running_var, bn2.num_batches_tracked,
-                                    geo.HW, geo.HS, geo.M, geo.O, geo.VW, geo.q, geo.r),
+                                    bn2.weight, bn2.bias, *_stats_sets(bn2), bn2.num_batches_tracked,
+                                    geo.HW, geo.HS, geo.M, geo.O, geo.VW, geo.N, geo.late),
                TRAIN=geo.train, STATS=stats, UPDATE=update, PREC=geo.prec, BLOCK_O=_pow2(geo.O))
 
 
@@ -220,9 +249,9 @@ def segment_update(geo, unit, buf, seg0, a3, h, fstats, update):
     bn_s, _, _, bn3 = batch_norms(unit)
     bn_s = bn_s or bn3  # without a shortcut: a placeholder the kernel never reads
     geo.launch('segment_update', (buf, seg0, a3, h, fstats, geo.consts,
-                                  bn3.weight, bn3.bias, bn3.running_mean, bn3.running_var, bn3.num_batches_tracked,
-                                  bn_s.weight, bn_s.bias, bn_s.running_mean, bn_s.running_var, bn_s.num_batches_tracked,
-                                  geo.C, geo.HW, geo.HS, geo.HC, geo.M, geo.O, geo.VW, geo.q, geo.r),
+                                  bn3.weight, bn3.bias, *_stats_sets(bn3), bn3.num_batches_tracked,
+                                  bn_s.weight, bn_s.bias, *_stats_sets(bn_s), bn_s.num_batches_tracked,
+                                  geo.C, geo.HW, geo.HS, geo.HC, geo.M, geo.O, geo.VW, geo.N, geo.late),
                TRAIN=geo.train, UPDATE=update, SHORTCUT=geo.shortcut, BLOCK_O=_pow2(geo.O))
 
 
@@ -230,8 +259,8 @@ def out_bn_backward_sums(geo, unit, grad, seg0, a3, h, fstats, rstats):
     bn_s, _, _, bn3 = batch_norms(unit)
     bn_s = bn_s or bn3
     geo.launch('out_bn_backward_sums', (grad, seg0, a3, h, fstats, rstats, geo.consts,
-                                        bn3.running_mean, bn3.running_var, bn_s.running_mean, bn_s.running_var,
-                                        geo.C, geo.HW, geo.HS, geo.HC, geo.M, geo.O, geo.VW, geo.q, geo.r),
+                                        *_stats_sets(bn3), *_stats_sets(bn_s),
+                                        geo.C, geo.HW, geo.HS, geo.HC, geo.M, geo.O, geo.VW, geo.N, geo.late),
                TRAIN=geo.train, SHORTCUT=geo.shortcut, BLOCK_O=_pow2(geo.O))
 
 
@@ -240,31 +269,31 @@ def out_conv_backward(geo, unit, grad, seg0, a3, a2, h, g_mid, g_head, fstats, r
     bn_s = bn_s or bn3
     geo.launch('out_conv_backward', (grad, seg0, a3, a2, h, unit.branch[6].weight.contiguous(), g_mid, g_head,
                                      fstats, rstats, geo.consts,
-                                     bn3.weight, bn3.running_mean, bn3.running_var,
-                                     bn2.weight, bn2.bias, bn2.running_mean, bn2.running_var,
-                                     bn_s.weight, bn_s.running_mean, bn_s.running_var,
+                                     bn3.weight, *_stats_sets(bn3),
+                                     bn2.weight, bn2.bias, *_stats_sets(bn2),
+                                     bn_s.weight, *_stats_sets(bn_s),
                                      grads['w3'], grads['gamma3'], grads['beta3'],
                                      grads.get('gamma_s', grads['gamma3']), grads.get('beta_s', grads['beta3']),
-                                     geo.C, geo.HW, geo.HS, geo.HC, geo.M, geo.O, geo.VW, geo.q, geo.r),
+                                     geo.C, geo.HW, geo.HS, geo.HC, geo.M, geo.O, geo.VW, geo.N, geo.late),
                TRAIN=geo.train, SHORTCUT=geo.shortcut, PREC=geo.prec, BLOCK_O=_pow2(geo.O), BLOCK_M=_pow2(geo.M))
 
 
 def conv3x3_backward_input(geo, unit, g_mid, a2, h, g_head, fstats, rstats, grads):
     _, bn1, bn2, _ = batch_norms(unit)
     geo.launch('conv3x3_backward_input', (g_mid, a2, h, unit.branch[3].weight.contiguous(), g_head, fstats, rstats,
-                                          geo.consts, bn2.weight, bn2.running_mean, bn2.running_var,
-                                          bn1.weight, bn1.bias, bn1.running_mean, bn1.running_var,
+                                          geo.consts, bn2.weight, *_stats_sets(bn2),
+                                          bn1.weight, bn1.bias, *_stats_sets(bn1),
                                           grads['gamma2'], grads['beta2'],
-                                          geo.H, geo.W, geo.HS, geo.HC, geo.M, geo.VW, geo.q, geo.r),
+                                          geo.H, geo.W, geo.HS, geo.HC, geo.M, geo.VW, geo.N, geo.late),
                TRAIN=geo.train, PREC=geo.prec, BLOCK_M=_pow2(geo.M))
 
 
 def conv3x3_backward_weight(geo, unit, g_mid, a2, h, fstats, rstats, grads):
     _, bn1, bn2, _ = batch_norms(unit)
     geo.launch('conv3x3_backward_weight', (g_mid, a2, h, grads['w2'], fstats, rstats, geo.consts,
-                                           bn2.weight, bn2.running_mean, bn2.running_var,
-                                           bn1.weight, bn1.bias, bn1.running_mean, bn1.running_var,
-                                           geo.H, geo.W, geo.HS, geo.HC, geo.M, geo.VW, geo.q, geo.r),
+                                           bn2.weight, *_stats_sets(bn2),
+                                           bn1.weight, bn1.bias, *_stats_sets(bn1),
+                                           geo.H, geo.W, geo.HS, geo.HC, geo.M, geo.VW, geo.N, geo.late),
                axis2=9, TRAIN=geo.train, PREC=geo.prec, BLOCK_M=_pow2(geo.M))
 
 
@@ -275,8 +304,8 @@ def head_backward(geo, unit, z_lo, z_hi, split, g_head, h, grad, fstats, rstats,
     blocks = -(-geo.C // geo.config['head_backward']['BLOCK_C'])
     geo.launch('head_backward', (z_lo, z_hi, split, w_s, w_b, g_head, h, grad,
                                  grads.get('w_s', grads['w_b']), grads['w_b'], fstats, rstats, geo.consts,
-                                 bn1.weight, bn1.running_mean, bn1.running_var, grads['gamma1'], grads['beta1'],
-                                 geo.C, geo.HW, geo.HS, geo.HC, geo.M, geo.VW, geo.q, geo.r),
+                                 bn1.weight, *_stats_sets(bn1), grads['gamma1'], grads['beta1'],
+                                 geo.C, geo.HW, geo.HS, geo.HC, geo.M, geo.VW, geo.N, geo.late),
                axis2=blocks, TRAIN=geo.train, PREC=geo.prec, BLOCK_HC=_pow2(geo.HC))
 
 

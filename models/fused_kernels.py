@@ -5,23 +5,27 @@ BatchNorm's batch statistics come from the epilogue of the kernel that produces 
 normalisation (and the ReLU after it) is applied while the next kernel loads that input.
 
 Layout. Activations are NCHW-contiguous, seen as [N, channels, HW]. A tile is BLOCK_P pixels of one image
-(contiguous in memory) by a block of channels. Grid axis 1 is the BatchNorm group (the -bnSplit slices of
-the batch, cut as torch.tensor_split cuts it: the first r groups have q + 1 images, the others q); a
-program walks the tiles of its group with stride num_programs(0), keeps per-channel sums in float64
-registers and adds them to the statistics workspace once, at the end, with atomics.
+(contiguous in memory) by a block of channels. Grid axis 1 is the BatchNorm group g: -bnSplit slice g of
+the batch, cut as distributed.slice_sizes cuts it (K = num_programs(1) slices; _slice_start), each with its
+own statistics set; a program walks the tiles of its group with stride num_programs(0), keeps per-channel
+sums in float64 registers and adds them to the statistics workspace once, at the end, with atomics. Empty
+slices (fewer images than K) have no tiles and change nothing.
 
 Statistics workspace of one segment: float64 [2, G, VW]. Forward: moment 0 = sum x, moment 1 = sum x^2.
 Backward: moment 0 = sum g, moment 1 = sum g * xhat, g being the gradient arriving at the BatchNorm's
 output. The channel index v runs over the unit's BatchNorms in the order shortcut (HS channels; HS = 0
 without a shortcut), bn1 (M = 2o), bn2 (M), bn3 (O = o): VW = HS + 2M + O.
 
-Each BatchNorm's running statistics are updated (momentum, unbiased variance, as aten) by program (0, 0)
-of the kernel that consumes the normalised values, which in training reads only the batch statistics, so
-nothing reads a running statistic while it changes. eps and momentum come from a float64 tensor `consts`
-(a Python float kernel argument would be rounded to float32).
+Running statistics: group g normalises, in evaluation, with statistics set g of each BatchNorm and, in
+training, updates set g from its batch statistics (momentum, unbiased variance, as aten), as
+models/batchnorm.BatchNorm2d does; set 0 is running_mean / running_var, set g > 0 row g - 1 of
+split_running_mean / split_running_var (_stats_set). Program (0, g) of the kernel that consumes the
+normalised values updates them; in training it reads only the batch statistics, so nothing reads a
+running statistic while it changes. eps and momentum come from a float64 tensor `consts` (a Python float
+kernel argument would be rounded to float32).
 
-The batch-dependent integers (segment offset, z split, group sizes) are not specialised on, so that one
-compiled kernel serves every segment and batch size.
+The batch-dependent integers (segment offset, z split, batch size, slice corrections) are not specialised
+on, so that one compiled kernel serves every segment and batch size.
 
 PREC is the matrix product: 'tf32' / 'ieee' use tl.dot, 'fma' multiplies out in registers (float64, for
 which tensor-core dot products may not exist).
@@ -40,19 +44,35 @@ def _mm(a, b, acc, PREC: tl.constexpr):
 
 
 @triton.jit
-def _group(q, r, HW, BLOCK_P: tl.constexpr):
-    """(group, its first image, its tile count, tiles per image, its pixel count as float64)."""
-    g = tl.program_id(1)
-    img0 = g * q + tl.minimum(g, r)
-    n_img = q + tl.where(g < r, 1, 0)
-    tiles = tl.cdiv(HW, BLOCK_P)
-    return g, img0, n_img * tiles, tiles, (n_img * HW).to(tl.float64)
+def _slice_start(g, N, late):
+    """First image of slice g of N images in K = num_programs(1) slices: ceil(g * (N / K)) computed in
+    floating point, as distributed.slice_sizes (and the original's DataParallelTable) computes it. That
+    is the exact ceil(g * N / K), except where g * N / K is an integer that the rounding of N / K lifts
+    past: then one more, which bit g of `late` (Geometry.late, from slice_sizes) says."""
+    K = tl.num_programs(1)
+    return (g * N + K - 1) // K + ((late.to(tl.int64) >> g) & 1).to(tl.int32)
 
 
 @triton.jit
-def _group0_count(q, r, HW):
-    """Pixels of group 0, the one whose statistics update the running ones (rank 0's, under DDP)."""
-    return ((q + tl.where(r > 0, 1, 0)) * HW).to(tl.float64)
+def _group(N, late, HW, BLOCK_P: tl.constexpr):
+    """(group, its first image, its tile count, tiles per image, its pixel count as float64). An empty
+    group has no tiles and counts 1 pixel, so that its unused statistics are 0 rather than 0 / 0."""
+    g = tl.program_id(1)
+    img0 = _slice_start(g, N, late)
+    n_img = _slice_start(g + 1, N, late) - img0
+    tiles = tl.cdiv(HW, BLOCK_P)
+    return g, img0, n_img * tiles, tiles, tl.maximum(n_img * HW, 1).to(tl.float64)
+
+
+@triton.jit
+def _stats_set(rm, rv, split_rm, split_rv, NC):
+    """(running mean, running variance) pointers of the program's group g: statistics set g, as
+    BatchNorm2d.running_stats(g); split_rm / split_rv are [K - 1, NC], contiguous."""
+    g = tl.program_id(1)
+    if g > 0:
+        rm = split_rm + (g - 1) * NC
+        rv = split_rv + (g - 1) * NC
+    return rm, rv
 
 
 @triton.jit
@@ -74,7 +94,7 @@ def _load_two(a_ptrs, a_mask, b_ptrs, b_mask):
 @triton.jit
 def _mean_invstd(stats, g, VW, v, c, cmask, count, rm, rv, eps, TRAIN: tl.constexpr):
     """float64 mean and 1/sqrt(var + eps) of BatchNorm channels c (workspace index v): the batch
-    statistics of group g in training, the running statistics otherwise."""
+    statistics of group g in training, its statistics set (rm, rv: _stats_set) otherwise."""
     G = tl.num_programs(1)
     if TRAIN:
         s1 = tl.load(stats + g * VW + v, mask=cmask, other=0.0)
@@ -151,20 +171,23 @@ def _add_sums(stats, VW, v, cmask, s1, s2):
 
 @triton.jit
 def _update_running(stats, VW, v0, NC, count, rm, rv, nbt, consts, BLOCK: tl.constexpr):
-    """Running statistics from group 0's batch statistics, as aten: momentum, unbiased variance."""
+    """Statistics set g (rm, rv) from group g's batch statistics, as aten: momentum, unbiased variance;
+    group 0 counts the batch in num_batches_tracked, which BatchNorm2d keeps once for all sets."""
     G = tl.num_programs(1)
+    g = tl.program_id(1)
     momentum = tl.load(consts + 1)
     for c0 in range(0, NC, BLOCK):
         c = c0 + tl.arange(0, BLOCK)
         cm = c < NC
-        mean = tl.load(stats + v0 + c, mask=cm, other=0.0) / count
-        var = tl.maximum(tl.load(stats + G * VW + v0 + c, mask=cm, other=0.0) / count - mean * mean, 0.0)
+        mean = tl.load(stats + g * VW + v0 + c, mask=cm, other=0.0) / count
+        var = tl.maximum(tl.load(stats + (G + g) * VW + v0 + c, mask=cm, other=0.0) / count - mean * mean, 0.0)
         old_mean = tl.load(rm + c, mask=cm, other=0.0).to(tl.float64)
         old_var = tl.load(rv + c, mask=cm, other=0.0).to(tl.float64)
         tl.store(rm + c, (momentum * mean + (1 - momentum) * old_mean).to(rm.dtype.element_ty), mask=cm)
         tl.store(rv + c, (momentum * (var * count / (count - 1)) + (1 - momentum) * old_var).to(rv.dtype.element_ty),
                  mask=cm)
-    tl.store(nbt, tl.load(nbt) + 1)
+    if g == 0:
+        tl.store(nbt, tl.load(nbt) + 1)
 
 
 @triton.jit
@@ -188,17 +211,23 @@ def _first_program():
     return (tl.program_id(0) == 0) & (tl.program_id(1) == 0) & (tl.program_id(2) == 0)
 
 
+@triton.jit
+def _updates_running(ntiles):
+    """Whether this program updates its group's statistics set: the first one of a non-empty group."""
+    return (tl.program_id(0) == 0) & (tl.program_id(2) == 0) & (ntiles > 0)
+
+
 # ---------------------------------------------------------------------------------------------- forward
 
-@triton.jit(do_not_specialize=['split', 'q', 'r'])
+@triton.jit(do_not_specialize=['split', 'N', 'late'])
 def head_forward_kernel(z_lo, z_hi, split, w_s, w_b, h, fstats,
-                        C, HW, HS, HC, VW, q, r,
+                        C, HW, HS, HC, VW, N, late,
                         STATS: tl.constexpr, PREC: tl.constexpr,
                         BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_HC: tl.constexpr):
     """h = [shortcut conv; branch conv1](z), the unit's two 1x1 convolutions of z as one GEMM over pixels,
     and (STATS) their batch statistics. z's channels below `split` come from z_lo, the others from z_hi
     (forward: both the layer buffer; backward recomputation: the layer output and input)."""
-    g, img0, ntiles, tiles, count = _group(q, r, HW, BLOCK_P)
+    g, img0, ntiles, tiles, count = _group(N, late, HW, BLOCK_P)
     co = tl.arange(0, BLOCK_HC)
     comask = co < HC
     k = tl.arange(0, BLOCK_K)
@@ -224,15 +253,16 @@ def head_forward_kernel(z_lo, z_hi, split, w_s, w_b, h, fstats,
         _add_sums(fstats, VW, co, comask, s1, s2)
 
 
-@triton.jit(do_not_specialize=['q', 'r'])
-def conv3x3_forward_kernel(h, w2, a2, fstats, consts, gamma1, beta1, rm1, rv1, nbt1,
-                           H, W, HS, HC, M, VW, q, r,
+@triton.jit(do_not_specialize=['N', 'late'])
+def conv3x3_forward_kernel(h, w2, a2, fstats, consts, gamma1, beta1, rm1, rv1, srm1, srv1, nbt1,
+                           H, W, HS, HC, M, VW, N, late,
                            TRAIN: tl.constexpr, STATS: tl.constexpr, UPDATE: tl.constexpr, PREC: tl.constexpr,
                            BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr):
     """a2 = conv3x3(relu(bn1(h_b))) as an implicit GEMM (9 shifted taps), bn1 applied on load, and (STATS)
     a2's batch statistics; (UPDATE) bn1's running statistics."""
     HW = H * W
-    g, img0, ntiles, tiles, count = _group(q, r, HW, BLOCK_P)
+    g, img0, ntiles, tiles, count = _group(N, late, HW, BLOCK_P)
+    rm1, rv1 = _stats_set(rm1, rv1, srm1, srv1, M)
     eps = tl.load(consts)
     co = tl.arange(0, BLOCK_M)
     comask = co < M
@@ -265,18 +295,19 @@ def conv3x3_forward_kernel(h, w2, a2, fstats, consts, gamma1, beta1, rm1, rv1, n
     if STATS:
         _add_sums(fstats, VW, HS + M + co, comask, s1, s2)
     if UPDATE:
-        if _first_program():
-            _update_running(fstats, VW, HS, M, _group0_count(q, r, HW), rm1, rv1, nbt1, consts, BLOCK_M)
+        if _updates_running(ntiles):
+            _update_running(fstats, VW, HS, M, count, rm1, rv1, nbt1, consts, BLOCK_M)
 
 
-@triton.jit(do_not_specialize=['q', 'r'])
-def out_conv_forward_kernel(a2, w3, a3, fstats, consts, gamma2, beta2, rm2, rv2, nbt2,
-                            HW, HS, M, O, VW, q, r,
+@triton.jit(do_not_specialize=['N', 'late'])
+def out_conv_forward_kernel(a2, w3, a3, fstats, consts, gamma2, beta2, rm2, rv2, srm2, srv2, nbt2,
+                            HW, HS, M, O, VW, N, late,
                             TRAIN: tl.constexpr, STATS: tl.constexpr, UPDATE: tl.constexpr, PREC: tl.constexpr,
                             BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_O: tl.constexpr):
     """a3 = conv1x1(relu(bn2(a2))), bn2 applied on load, and (STATS) a3's batch statistics; (UPDATE) bn2's
     running statistics."""
-    g, img0, ntiles, tiles, count = _group(q, r, HW, BLOCK_P)
+    g, img0, ntiles, tiles, count = _group(N, late, HW, BLOCK_P)
+    rm2, rv2 = _stats_set(rm2, rv2, srm2, srv2, M)
     eps = tl.load(consts)
     co = tl.arange(0, BLOCK_O)
     comask = co < O
@@ -301,19 +332,21 @@ def out_conv_forward_kernel(a2, w3, a3, fstats, consts, gamma2, beta2, rm2, rv2,
     if STATS:
         _add_sums(fstats, VW, HS + 2 * M + co, comask, s1, s2)
     if UPDATE:
-        if _first_program():
-            _update_running(fstats, VW, HS + M, M, _group0_count(q, r, HW), rm2, rv2, nbt2, consts, BLOCK_O)
+        if _updates_running(ntiles):
+            _update_running(fstats, VW, HS + M, M, count, rm2, rv2, nbt2, consts, BLOCK_O)
 
 
-@triton.jit(do_not_specialize=['seg0', 'q', 'r'])
+@triton.jit(do_not_specialize=['seg0', 'N', 'late'])
 def segment_update_kernel(buf, seg0, a3, h, fstats, consts,
-                          gamma3, beta3, rm3, rv3, nbt3, gamma_s, beta_s, rm_s, rv_s, nbt_s,
-                          C, HW, HS, HC, M, O, VW, q, r,
+                          gamma3, beta3, rm3, rv3, srm3, srv3, nbt3, gamma_s, beta_s, rm_s, rv_s, srm_s, srv_s, nbt_s,
+                          C, HW, HS, HC, M, O, VW, N, late,
                           TRAIN: tl.constexpr, UPDATE: tl.constexpr, SHORTCUT: tl.constexpr,
                           BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr):
     """buf[:, seg0:seg0+O] += bn_s(h_s) + bn3(a3), in place in the layer buffer; (UPDATE) bn3's and bn_s's
     running statistics."""
-    g, img0, ntiles, tiles, count = _group(q, r, HW, BLOCK_P)
+    g, img0, ntiles, tiles, count = _group(N, late, HW, BLOCK_P)
+    rm3, rv3 = _stats_set(rm3, rv3, srm3, srv3, O)
+    rm_s, rv_s = _stats_set(rm_s, rv_s, srm_s, srv_s, O)
     eps = tl.load(consts)
     co = tl.arange(0, BLOCK_O)
     comask = co < O
@@ -334,23 +367,25 @@ def segment_update_kernel(buf, seg0, a3, h, fstats, consts,
         ptrs = buf + (n * C + seg0) * HW + off
         tl.store(ptrs, tl.load(ptrs, mask=m2, other=0.0) + y, mask=m2)
     if UPDATE:
-        if _first_program():
-            count0 = _group0_count(q, r, HW)
-            _update_running(fstats, VW, HS + 2 * M, O, count0, rm3, rv3, nbt3, consts, BLOCK_O)
+        if _updates_running(ntiles):
+            _update_running(fstats, VW, HS + 2 * M, O, count, rm3, rv3, nbt3, consts, BLOCK_O)
             if SHORTCUT:
-                _update_running(fstats, VW, 0, O, count0, rm_s, rv_s, nbt_s, consts, BLOCK_O)
+                _update_running(fstats, VW, 0, O, count, rm_s, rv_s, nbt_s, consts, BLOCK_O)
 
 
 # --------------------------------------------------------------------------------------------- backward
 
-@triton.jit(do_not_specialize=['seg0', 'q', 'r'])
-def out_bn_backward_sums_kernel(grad, seg0, a3, h, fstats, rstats, consts, rm3, rv3, rm_s, rv_s,
-                                C, HW, HS, HC, M, O, VW, q, r,
+@triton.jit(do_not_specialize=['seg0', 'N', 'late'])
+def out_bn_backward_sums_kernel(grad, seg0, a3, h, fstats, rstats, consts,
+                                rm3, rv3, srm3, srv3, rm_s, rv_s, srm_s, srv_s,
+                                C, HW, HS, HC, M, O, VW, N, late,
                                 TRAIN: tl.constexpr, SHORTCUT: tl.constexpr,
                                 BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr):
     """The reductions of bn3's and bn_s's backward: sum gy, sum gy * xhat3, sum gy * xhat_s, gy being the
     gradient of the segment's output (grad[:, seg0:seg0+O])."""
-    g, img0, ntiles, tiles, count = _group(q, r, HW, BLOCK_P)
+    g, img0, ntiles, tiles, count = _group(N, late, HW, BLOCK_P)
+    rm3, rv3 = _stats_set(rm3, rv3, srm3, srv3, O)
+    rm_s, rv_s = _stats_set(rm_s, rv_s, srm_s, srv_s, O)
     eps = tl.load(consts)
     co = tl.arange(0, BLOCK_O)
     comask = co < O
@@ -378,18 +413,22 @@ def out_bn_backward_sums_kernel(grad, seg0, a3, h, fstats, rstats, consts, rm3, 
         _add_sums(rstats, VW, co, comask, s0, ss)
 
 
-@triton.jit(do_not_specialize=['seg0', 'q', 'r'])
+@triton.jit(do_not_specialize=['seg0', 'N', 'late'])
 def out_conv_backward_kernel(grad, seg0, a3, a2, h, w3, g_mid, g_head, fstats, rstats, consts,
-                             gamma3, rm3, rv3, gamma2, beta2, rm2, rv2, gamma_s, rm_s, rv_s,
+                             gamma3, rm3, rv3, srm3, srv3, gamma2, beta2, rm2, rv2, srm2, srv2,
+                             gamma_s, rm_s, rv_s, srm_s, srv_s,
                              dw3, dgamma3, dbeta3, dgamma_s, dbeta_s,
-                             C, HW, HS, HC, M, O, VW, q, r,
+                             C, HW, HS, HC, M, O, VW, N, late,
                              TRAIN: tl.constexpr, SHORTCUT: tl.constexpr, PREC: tl.constexpr,
                              BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_M: tl.constexpr):
     """Backward of bn3 and the last 1x1 convolution: ga3 = bn3'(gy); g_mid = relu2'(ga3 @ W3) (the
     gradient arriving at bn2's output) with its bn2 reductions; dW3 = ga3^T relu(bn2(a2)); and the
     shortcut's bn_s'(gy) into g_head[:, :HS]. Program (0, 0) writes bn3's and bn_s's weight and bias
     gradients."""
-    g, img0, ntiles, tiles, count = _group(q, r, HW, BLOCK_P)
+    g, img0, ntiles, tiles, count = _group(N, late, HW, BLOCK_P)
+    rm3, rv3 = _stats_set(rm3, rv3, srm3, srv3, O)
+    rm2, rv2 = _stats_set(rm2, rv2, srm2, srv2, M)
+    rm_s, rv_s = _stats_set(rm_s, rv_s, srm_s, srv_s, O)
     eps = tl.load(consts)
     co = tl.arange(0, BLOCK_O)
     comask = co < O
@@ -433,17 +472,19 @@ def out_conv_backward_kernel(grad, seg0, a3, a2, h, w3, g_mid, g_head, fstats, r
             _write_bn_grads(rstats, VW, 0, O, dgamma_s, dbeta_s, BLOCK_O)
 
 
-@triton.jit(do_not_specialize=['q', 'r'])
+@triton.jit(do_not_specialize=['N', 'late'])
 def conv3x3_backward_input_kernel(g_mid, a2, h, w2, g_head, fstats, rstats, consts,
-                                  gamma2, rm2, rv2, gamma1, beta1, rm1, rv1, dgamma2, dbeta2,
-                                  H, W, HS, HC, M, VW, q, r,
+                                  gamma2, rm2, rv2, srm2, srv2, gamma1, beta1, rm1, rv1, srm1, srv1, dgamma2, dbeta2,
+                                  H, W, HS, HC, M, VW, N, late,
                                   TRAIN: tl.constexpr, PREC: tl.constexpr,
                                   BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr):
     """Backward of bn2 (applied on load of g_mid) and of the 3x3 convolution wrt its input, as a transposed
     implicit GEMM; times relu1' gives the gradient arriving at bn1's output, stored in g_head[:, HS:], with
     its bn1 reductions. Program (0, 0) writes bn2's weight and bias gradients."""
     HW = H * W
-    g, img0, ntiles, tiles, count = _group(q, r, HW, BLOCK_P)
+    g, img0, ntiles, tiles, count = _group(N, late, HW, BLOCK_P)
+    rm2, rv2 = _stats_set(rm2, rv2, srm2, srv2, M)
+    rm1, rv1 = _stats_set(rm1, rv1, srm1, srv1, M)
     eps = tl.load(consts)
     ci = tl.arange(0, BLOCK_M)
     cimask = ci < M
@@ -484,15 +525,17 @@ def conv3x3_backward_input_kernel(g_mid, a2, h, w2, g_head, fstats, rstats, cons
         _write_bn_grads(rstats, VW, HS + M, M, dgamma2, dbeta2, BLOCK_M)
 
 
-@triton.jit(do_not_specialize=['q', 'r'])
+@triton.jit(do_not_specialize=['N', 'late'])
 def conv3x3_backward_weight_kernel(g_mid, a2, h, dw2, fstats, rstats, consts,
-                                   gamma2, rm2, rv2, gamma1, beta1, rm1, rv1,
-                                   H, W, HS, HC, M, VW, q, r,
+                                   gamma2, rm2, rv2, srm2, srv2, gamma1, beta1, rm1, rv1, srm1, srv1,
+                                   H, W, HS, HC, M, VW, N, late,
                                    TRAIN: tl.constexpr, PREC: tl.constexpr,
                                    BLOCK_P: tl.constexpr, BLOCK_M: tl.constexpr):
     """dW2[:, :, tap] = bn2'(g_mid)^T @ relu(bn1(h_b)) shifted by the tap; grid axis 2 is the tap."""
     HW = H * W
-    g, img0, ntiles, tiles, count = _group(q, r, HW, BLOCK_P)
+    g, img0, ntiles, tiles, count = _group(N, late, HW, BLOCK_P)
+    rm2, rv2 = _stats_set(rm2, rv2, srm2, srv2, M)
+    rm1, rv1 = _stats_set(rm1, rv1, srm1, srv1, M)
     eps = tl.load(consts)
     tap = tl.program_id(2)
     dy = tap // 3 - 1
@@ -520,17 +563,18 @@ def conv3x3_backward_weight_kernel(g_mid, a2, h, dw2, fstats, rstats, consts,
     tl.atomic_add(dw2 + (c[:, None] * M + c[None, :]) * 9 + tap, gw, mask=cmask[:, None] & cmask[None, :])
 
 
-@triton.jit(do_not_specialize=['split', 'q', 'r'])
+@triton.jit(do_not_specialize=['split', 'N', 'late'])
 def head_backward_kernel(z_lo, z_hi, split, w_s, w_b, g_head, h, grad, dw_s, dw_b, fstats, rstats, consts,
-                         gamma1, rm1, rv1, dgamma1, dbeta1,
-                         C, HW, HS, HC, M, VW, q, r,
+                         gamma1, rm1, rv1, srm1, srv1, dgamma1, dbeta1,
+                         C, HW, HS, HC, M, VW, N, late,
                          TRAIN: tl.constexpr, PREC: tl.constexpr,
                          BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HC: tl.constexpr):
     """Backward of bn1 (on load of g_head[:, HS:]; g_head[:, :HS] already holds bn_s's input gradient) and of
     the two head 1x1 convolutions: grad[:, block] += g_head @ W_head[:, block], in place in the layer's
     gradient buffer, and dW_head[:, block] = g_head^T z; grid axis 2 is the block of z's channels. Program
     (0, 0, 0) writes bn1's weight and bias gradients."""
-    g, img0, ntiles, tiles, count = _group(q, r, HW, BLOCK_P)
+    g, img0, ntiles, tiles, count = _group(N, late, HW, BLOCK_P)
+    rm1, rv1 = _stats_set(rm1, rv1, srm1, srv1, M)
     eps = tl.load(consts)
     c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = c < C

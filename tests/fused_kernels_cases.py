@@ -6,9 +6,11 @@ By hand: TRITON_INTERPRET=1 python -m pytest -q tests/fused_kernels_cases.py
 
 Each kernel against a torch computation of the same quantity, then the whole layer against the plain
 autograd path (float64: outputs, input and parameter gradients, running statistics; train, eval,
--bnSplit with uneven slices, -optnet), float32 within a stated tolerance, and the golden Lua GunnLayers.
+-bnSplit with uneven and empty slices, every statistics set, -optnet), float32 within a stated tolerance,
+and the golden Lua GunnLayers.
 """
 import copy
+import itertools
 import os
 
 os.environ.setdefault('TRITON_INTERPRET', '1')  # noqa: E402 (before Triton sees a kernel)
@@ -16,11 +18,15 @@ os.environ.setdefault('TRITON_INTERPRET', '1')  # noqa: E402 (before Triton sees
 import pytest
 import torch
 import torch.nn.functional as F
+import triton
+import triton.language as tl
 
 import parity
+from distributed import slice_sizes
 from models import GunnLayer
 from models import fused_gunn_layer as fused
-from models.batchnorm import set_bn_split
+from models import fused_kernels
+from models.batchnorm import BatchNorm2d, set_bn_split
 from test_fused_gunn_layer import assert_float32_as_close_as_plain, pair, ran_fused
 from test_gunn_layer import assert_same_run, randomised
 
@@ -46,15 +52,19 @@ def small_tiles(monkeypatch):
 SPLITS = 2  # -bnSplit of the kernel tests
 
 
+def groups(t):
+    return t.split(slice_sizes(t.size(0), SPLITS))
+
+
 def group_sums(t):
     """[2, groups, channels]: per-group sum and sum of squares over images and pixels."""
-    return torch.stack([torch.stack([c.sum((0, 2, 3)), c.square().sum((0, 2, 3))]) for c in t.tensor_split(SPLITS)], 1)
+    return torch.stack([torch.stack([c.sum((0, 2, 3)), c.square().sum((0, 2, 3))]) for c in groups(t)], 1)
 
 
 def group_grad_sums(g, x):
     """[2, groups, channels]: per-group sum g and sum g * xhat, xhat normalised with the group's statistics."""
     rows = []
-    for gc, xc in zip(g.tensor_split(SPLITS), x.tensor_split(SPLITS)):
+    for gc, xc in zip(groups(g), groups(x)):
         mean = xc.mean((0, 2, 3), keepdim=True)
         xhat = (xc - mean) / torch.sqrt(xc.var((0, 2, 3), unbiased=False, keepdim=True) + 1e-5)
         rows.append(torch.stack([gc.sum((0, 2, 3)), (gc * xhat).sum((0, 2, 3))]))
@@ -184,10 +194,40 @@ def test_segment_update(kr):
     close(kr.buf, expected)
 
 
-def test_running_statistics_follow_the_first_group(kr):
+def test_each_group_updates_its_statistics_set(kr):
     """bn1 by conv3x3_forward, bn2 by out_conv_forward, bn3 and the shortcut's by segment_update."""
-    for ours, ref in zip(kr.unit.buffers(), kr.ref_unit.buffers()):
-        torch.testing.assert_close(ours, ref, rtol=1e-13, atol=0)
+    assert_same_statistics_sets(kr.ref_unit, kr.unit)
+
+
+def assert_same_statistics_sets(reference, fast):
+    """Every statistics set of every BatchNorm, and num_batches_tracked. Sets 0 and 1 must have moved
+    apart (their slices differ), or a set updated from the wrong slice could go unseen."""
+    pairs = [(a, b) for a, b in zip(fast.modules(), reference.modules()) if isinstance(b, BatchNorm2d)]
+    assert pairs and all(a.splits == b.splits for a, b in pairs)
+    for ours, ref in pairs:
+        for i in range(ref.splits):
+            for a, b in zip(ours.running_stats(i), ref.running_stats(i)):
+                torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-16)
+        assert ours.num_batches_tracked == ref.num_batches_tracked
+        if ref.splits > 1:
+            assert not torch.equal(ref.running_stats(0)[0], ref.running_stats(1)[0])
+
+
+@triton.jit
+def _slice_starts_kernel(starts, N, late):
+    g = tl.program_id(1)
+    tl.store(starts + g, fused_kernels._slice_start(g, N, late))
+
+
+def test_slice_starts_are_those_of_slice_sizes():
+    """Every (batch, -bnSplit) below 200 images where the floating-point ceil of slice_sizes differs from
+    the exact one (58 over 14 the first; at bits above 31 from 63 over 49), and some where it does not."""
+    cases = [(n, k) for k in range(2, fused.MAX_SPLITS + 1) for n in range(1, 200) if fused.late_slices(n, k)]
+    assert (58, 14) in cases and any(fused.late_slices(n, k) >= 1 << 31 for n, k in cases)
+    for n, k in cases + [(10, 4), (7, 3), (3, 4), (2, 4), (5, 1), (1000, 63)]:
+        starts = torch.empty(k, dtype=torch.int64)
+        _slice_starts_kernel[(1, k)](starts, n, fused.late_slices(n, k))
+        assert starts.tolist() == list(itertools.accumulate(slice_sizes(n, k)[:-1], initial=0)), (n, k)
 
 
 def test_out_bn_backward_sums(kr):
@@ -269,15 +309,37 @@ def test_no_grad_training_forward_updates_running_stats():
         torch.testing.assert_close(a, b, rtol=1e-13, atol=0)
 
 
-@pytest.mark.parametrize('splits, images', [(2, 7), (3, 7), (4, 3)])
-def test_bn_split_uneven_batch(splits, images):
-    """Slices of 4+3 and 3+2+2 images, and 3 images in 4 slices (three of one image, as tensor_split
-    leaves them: the empty one is skipped)."""
+@pytest.mark.parametrize('splits, images, sizes', [(3, 7, [3, 2, 2]), (4, 10, [3, 2, 3, 2]), (4, 3, [1, 1, 1, 0]),
+                                                   (4, 2, [1, 0, 1, 0])])
+def test_bn_split_slices_and_statistics_sets(splits, images, sizes):
+    """-bnSplit as DataParallelTable cut the batch (distributed.slice_sizes: 10 over 4 is 3, 2, 3, 2, not
+    tensor_split's 3, 3, 2, 2; empty slices skipped, also between two others), each slice with its own
+    statistics set: trained, then evaluated with and without gradients."""
+    assert slice_sizes(images, splits) == sizes
     reference, fast = pair(5, 16, 2)
     for layer in (reference, fast):
         set_bn_split(layer, splits)
     x = torch.randn(images, 16, 3, 3, dtype=torch.float64)
     assert_same_run(reference, fast, x, torch.randn_like(x))
+    assert_same_statistics_sets(reference, fast)
+    reference.eval()
+    fast.eval()
+    out = assert_same_run(reference, fast, x, torch.randn_like(x))
+    with torch.no_grad():
+        torch.testing.assert_close(ran_fused(fast, x), out, rtol=1e-12, atol=1e-12)
+    assert_same_statistics_sets(reference, fast)
+
+
+def test_bn_split_where_the_floating_point_ceil_moves_a_slice():
+    """58 images over 14: slice_sizes' floating-point ceil starts slice 7 at 30, not at 29 (the smallest
+    batch where it matters). One segment of 2x2 images and training only, to stay quick."""
+    assert slice_sizes(58, 14) == [5, 4, 4, 4, 4, 4, 5] + [4] * 7
+    reference, fast = pair(8, 8, 1)
+    for layer in (reference, fast):
+        set_bn_split(layer, 14)
+    x = torch.randn(58, 8, 2, 2, dtype=torch.float64)
+    assert_same_run(reference, fast, x, torch.randn_like(x))
+    assert_same_statistics_sets(reference, fast)
 
 
 def test_input_without_grad_still_gives_parameter_gradients():

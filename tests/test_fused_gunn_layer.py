@@ -108,6 +108,8 @@ def test_what_the_kernels_do_not_handle(monkeypatch):
     with torch.autocast('cpu', dtype=torch.bfloat16):
         assert fused.unusable_reason(layer, x).startswith('autocast is on')
     assert fused.unusable_reason(layer.half(), x.half()).startswith('torch.float16 inputs')
+    set_bn_split(layer, fused.MAX_SPLITS + 1)
+    assert fused.unusable_reason(layer.float(), x) == '-bnSplit above 63'
 
 
 def test_kernels_option_reaches_every_gunn_layer(tmp_path, capsys):
@@ -126,10 +128,12 @@ def test_kernels_option_reaches_every_gunn_layer(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------ on a GPU
 
-@pytest.mark.parametrize('splits, images', [(1, 2), (3, 7)])
+@pytest.mark.parametrize('splits, images', [(1, 2), (3, 7), (4, 10), (14, 58)])
 @pytest.mark.cuda
 @requires_cuda
-def test_cuda_training_float64_matches_plain(splits, images):
+def test_cuda_training_and_eval_float64_match_plain(splits, images):
+    """-bnSplit: slices of 3, 2, 2 and 3, 2, 3, 2 images; 58 over 14 where slice_sizes' floating-point
+    ceil moves a slice start. Every statistics set is compared (assert_same_run compares all buffers)."""
     reference, fast = pair(0, 16, 4, device='cuda')
     for layer in (reference, fast):
         set_bn_split(layer, splits)
@@ -137,6 +141,11 @@ def test_cuda_training_float64_matches_plain(splits, images):
     ran_fused(fast, x)
     reference(x)
     assert_same_run(reference, fast, x, torch.randn_like(x))
+    reference.eval()
+    fast.eval()
+    out = assert_same_run(reference, fast, x, torch.randn_like(x))
+    with torch.no_grad():
+        torch.testing.assert_close(ran_fused(fast, x), out, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.cuda
@@ -192,9 +201,9 @@ def test_cuda_gunn_mini_training_step_matches_plain():
 @requires_cuda
 def test_cuda_graph_capture_of_forward_and_backward():
     """No host synchronisation (sync debug mode 'error' in an eager step) and a captured forward + backward
-    replays what an eager run of the same layer computes."""
+    replays what an eager run of the same layer computes (-bnSplit 4: slices of 2, 1, 2, 1 images)."""
     _, layer = pair(5, 32, 4, device='cuda')
-    set_bn_split(layer, 2)
+    set_bn_split(layer, 4)
     x = torch.randn(6, 32, 8, 8, dtype=torch.float64, device='cuda', requires_grad=True)
     g = torch.randn_like(x)
     side = torch.cuda.Stream()

@@ -60,7 +60,7 @@ def specialisation(kernel, args, constexprs, config):
             signature[param.name] = '*' + TRITON_TYPES[value.dtype]
             aligned = value.data_ptr() % 16 == 0
         else:
-            signature[param.name] = 'i32'
+            signature[param.name] = 'i32' if -2**31 <= value < 2**31 else 'i64'  # as Triton types ints
             aligned = value % 16 == 0 and not param.do_not_specialize
         if aligned:
             attrs[(i,)] = [['tt.divisibility', 16]]
