@@ -4,12 +4,11 @@ Runs every golden case found in DIR (default: ../shared/parity, then tests/fixtu
 running the original Torch7 files on a CPU — through this port, and prints one row per compared quantity:
 case, quantity, precision, max relative error (max |ours - lua| / max |lua| per tensor, the worst tensor),
 tolerance and verdict. Exit status 1 if any row fails. The rows of the data pipeline (transforms, dataset
-pipelines, image decoding) come from parity_data.py, which states their tolerances.
+pipelines, image decoding) come from parity_data.py, those of Torch7's generator and of a real main.lua run
+from parity_torch7.py; each states its tolerances. golden.py reads the cases and prints the report.
 """
 import contextlib
 import io
-import json
-import math
 import os
 import sys
 from types import SimpleNamespace
@@ -20,127 +19,13 @@ import torch.nn as nn
 
 import models
 import parity_data
+import parity_torch7
 import torch7_files
 from dataloader import FixedBatches
 from distributed import Process
+from golden import (SEARCH_DIRS, Report, bn_errors, find_case, load_case, load_golden_state, model_opt, rel_err,
+                    worst, zero_grad_bias)
 from train import Trainer
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-SEARCH_DIRS = (os.path.join(HERE, '..', 'shared', 'parity'), os.path.join(HERE, 'tests', 'fixtures', 'lua'))
-
-
-def find_case(name, dirs=SEARCH_DIRS):
-    """The folder holding NAME.json and NAME.bin, or None."""
-    for d in dirs:
-        if os.path.isfile(os.path.join(d, name + '.json')) and os.path.isfile(os.path.join(d, name + '.bin')):
-            return d
-    return None
-
-
-def load_case(name, dirs=SEARCH_DIRS):
-    """(meta, {tensor name: read-only numpy array}) of a golden case (format: the golden README)."""
-    folder = find_case(name, dirs)
-    if folder is None:
-        raise FileNotFoundError(f'golden case {name} not found in {", ".join(dirs)}')
-    with open(os.path.join(folder, name + '.json')) as f:
-        header = json.load(f)
-    with open(os.path.join(folder, header['bin_file']), 'rb') as f:
-        blob = f.read()
-    if len(blob) != header['bin_size']:
-        raise ValueError(f'{header["bin_file"]}: {len(blob)} bytes, the header says {header["bin_size"]}')
-    tensors = {}
-    for key, spec in header['tensors'].items():
-        dtype = np.dtype(spec['dtype']).newbyteorder('<')
-        count = int(np.prod(spec['shape']))
-        if count * dtype.itemsize != spec['nbytes']:
-            raise ValueError(f'{name}: tensor {key} has {spec["nbytes"]} bytes for shape {spec["shape"]}')
-        tensors[key] = np.frombuffer(blob, dtype, count, spec['offset']).reshape(spec['shape'])
-    return header['meta'], tensors
-
-
-def rel_err(ours, lua):
-    ours = torch.as_tensor(ours).detach().double().cpu()
-    lua = torch.from_numpy(np.array(lua, dtype=np.float64))
-    scale = lua.abs().max().item()
-    return (ours - lua).abs().max().item() / (scale if scale > 0 else 1.0)
-
-
-class Report:
-    def __init__(self):
-        self.rows = []
-        self.notes = {}  # row index -> (verdict, text) of the rows below
-
-    def add(self, case, quantity, precision, err, tol, absolute=False, known=None, problem=None):
-        """One compared quantity. known: why the port differs from the Lua on purpose (a bug of the Lua);
-        the row is listed as a known difference, with that reason, and does not fail (err may be None
-        when the Lua gives nothing to compare). problem: a check besides the number that failed (the
-        random draws, the in-place behaviour); the row fails, with that reason."""
-        if known is not None:
-            ok = True
-            self.notes[len(self.rows)] = ('known Lua bug', known)
-        else:
-            ok = err <= tol and math.isfinite(err) and problem is None
-            if problem is not None:
-                self.notes[len(self.rows)] = ('FAIL', problem)
-        self.rows.append((case, quantity, precision, err, tol, 'abs' if absolute else 'rel', ok))
-        return ok
-
-    @property
-    def passed(self):
-        return all(row[-1] for row in self.rows)
-
-    def summary(self):
-        known = sum(verdict == 'known Lua bug' for verdict, _ in self.notes.values())
-        within = sum(row[-1] for row in self.rows) - known
-        text = f'{within}/{len(self.rows) - known} comparisons within tolerance'
-        return text + (f', {known} known differences (bugs of the Lua, listed above)' if known else '')
-
-    def table(self):
-        head = ('case', 'quantity', 'precision', 'max error', 'tolerance', 'verdict')
-        body, footnotes = [], []
-        for i, (c, q, p, e, t, kind, ok) in enumerate(self.rows):
-            verdict = 'ok' if ok else 'FAIL'
-            if i in self.notes:
-                footnotes.append(f'[{len(footnotes) + 1}] {c}: {self.notes[i][1]}')
-                verdict = f'{self.notes[i][0]} [{len(footnotes)}]'
-            body.append((c, q, p, '-' if e is None else f'{e:.2e} {kind}', f'{t:.0e}', verdict))
-        widths = [max(len(str(r[i])) for r in [head] + body) for i in range(len(head))]
-        fmt = '  '.join(f'{{:<{w}}}' for w in widths)
-        lines = [fmt.format(*r).rstrip() for r in [head, ['-' * w for w in widths]] + body]
-        return '\n'.join(lines + ([''] + footnotes if footnotes else []))
-
-
-def _model_opt(netType, dataset, memory):
-    return SimpleNamespace(netType=netType, dataset=dataset, optnet=memory == 'recompute', optMemory=0,
-                           shareGradInput=memory == 'share')
-
-
-def bns(module):
-    return [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
-
-
-def load_golden_state(module, meta, tensors, param_prefix, bn_prefix=None):
-    """Copy golden parameters (and running statistics) into module by Lua order, checking every shape."""
-    params = list(module.parameters())
-    assert len(params) == len(meta['params']), (len(params), len(meta['params']))
-    with torch.no_grad():
-        for p, info in zip(params, meta['params']):
-            assert list(p.shape) == info['shape'], (info['name'], tuple(p.shape), info['shape'])
-            p.copy_(torch.from_numpy(np.array(tensors[param_prefix + info['name']])))
-        if bn_prefix is not None:
-            for bn, info in zip(bns(module), meta['bn_modules']):
-                bn.running_mean.copy_(torch.from_numpy(np.array(tensors[f'{bn_prefix}{info["name"]}.running_mean'])))
-                bn.running_var.copy_(torch.from_numpy(np.array(tensors[f'{bn_prefix}{info["name"]}.running_var'])))
-
-
-def worst(pairs):
-    return max((rel_err(a, b) for a, b in pairs), default=0.0)
-
-
-def bn_errors(module, meta, tensors, prefix):
-    return worst((t, tensors[f'{prefix}{info["name"]}.{field}'])
-                 for bn, info in zip(bns(module), meta['bn_modules'])
-                 for field, t in (('running_mean', bn.running_mean), ('running_var', bn.running_var)))
 
 
 def check_gunnlayer(report, case, dirs=SEARCH_DIRS, modes=models.gunn_layer.MEMORY_MODES, device='cpu',
@@ -179,18 +64,13 @@ class _RecordingLoss(nn.CrossEntropyLoss):
         return loss
 
 
-def _zero_grad_bias(name):
-    # the biases whose gradient is mathematically zero in training mode (golden README)
-    return name.endswith('.1.2.8.bias') or name.endswith('.1.1.2.bias')
-
-
 def check_gunn15(report, dirs=SEARCH_DIRS, memory='share', device='cpu'):
     meta, t = load_case('gunn15_cifar10', dirs)
     T = lambda key: torch.from_numpy(np.array(t[key])).to(device)  # noqa: E731
     target = T('target') - 1
     case = f'gunn15_cifar10 [{memory}]' + (f' {device}' if device != 'cpu' else '')
 
-    model = models.create(_model_opt('gunn-15', 'cifar10', memory)).double()
+    model = models.create(model_opt('gunn-15', 'cifar10', memory)).double()
     report.add(case, 'print(model) differs', 'text', float(models.lua_string(model) != meta['model_string']), 0,
                absolute=True)
     load_golden_state(model, meta, t, 'init/param/')
@@ -208,13 +88,13 @@ def check_gunn15(report, dirs=SEARCH_DIRS, memory='share', device='cpu'):
     named = list(zip(model.parameters(), meta['params']))
     # the golden gradients are float64 values stored as float32: 6e-8 is their rounding
     report.add(case, 'gradParameters', 'float64', worst((p.grad, t['f64/fwd/grad_param/' + i['name']])
-                                                        for p, i in named if not _zero_grad_bias(i['name'])), 1e-6)
+                                                        for p, i in named if not zero_grad_bias(i['name'])), 1e-6)
     report.add(case, 'zero-gradient BN biases', 'float64',
-               max(p.grad.abs().max().item() for p, i in named if _zero_grad_bias(i['name'])), 1e-12, absolute=True)
+               max(p.grad.abs().max().item() for p, i in named if zero_grad_bias(i['name'])), 1e-12, absolute=True)
     report.add(case, 'running stats', 'float64', bn_errors(model, meta, t, 'f64/fwd/bn/'), 1e-10)
 
     # three steps of Trainer.train on the golden batches, from the initial weights again
-    model = models.create(_model_opt('gunn-15', 'cifar10', memory)).double()
+    model = models.create(model_opt('gunn-15', 'cifar10', memory)).double()
     load_golden_state(model, meta, t, 'init/param/')
     model.to(device)
     opt = SimpleNamespace(dataset='cifar10', nEpochs=300, LR=0.1, momentum=0.9, weightDecay=1e-4,
@@ -229,9 +109,9 @@ def check_gunn15(report, dirs=SEARCH_DIRS, memory='share', device='cpu'):
                max(abs(a - b) / abs(b) for a, b in zip(criterion.values, lua_losses)), 1e-10)
     report.add(case, '3 SGD steps: parameters', 'float64',
                worst((p, t['f64/train/after3/param/' + i['name']]) for p, i in zip(model.parameters(), meta['params'])
-                     if not _zero_grad_bias(i['name'])), 1e-6)
+                     if not zero_grad_bias(i['name'])), 1e-6)
     report.add(case, '3 SGD steps: zero-gradient BN biases', 'float64',
-               max(p.abs().max().item() for p, i in zip(model.parameters(), meta['params']) if _zero_grad_bias(i['name'])),
+               max(p.abs().max().item() for p, i in zip(model.parameters(), meta['params']) if zero_grad_bias(i['name'])),
                1e-12, absolute=True)
     report.add(case, '3 SGD steps: running stats', 'float64', bn_errors(model, meta, t, 'f64/train/after3/bn/'), 1e-9)
     model.eval()
@@ -240,7 +120,7 @@ def check_gunn15(report, dirs=SEARCH_DIRS, memory='share', device='cpu'):
                    rel_err(model(T('eval_input').double()), t['f64/train/after3/eval_logits']), 1e-8)
 
     # float32 is well conditioned in the forward pass only (golden README)
-    model = models.create(_model_opt('gunn-15', 'cifar10', memory))
+    model = models.create(model_opt('gunn-15', 'cifar10', memory))
     load_golden_state(model, meta, t, 'init/param/')
     with torch.no_grad():
         report.add(case, 'logits', 'float32', rel_err(model.to(device)(T('input')), t['f32/fwd/logits']), 1e-5)
@@ -259,12 +139,12 @@ def check_gunn18(report, dirs=SEARCH_DIRS, precisions=('float64', 'float32')):
     tols = {'float64': {'eval logits': 1e-10, 'train logits': 1e-9, 'train features': 1e-8},
             'float32': {'eval logits': 1e-5, 'train logits': 1e-3, 'train features': 1e-1}}
     report.add('gunn18_imagenet', 'print(model) differs', 'text',
-               float(models.lua_string(models.create(_model_opt('gunn-18', 'imagenet', 'share'))) != meta['model_string']),
+               float(models.lua_string(models.create(model_opt('gunn-18', 'imagenet', 'share'))) != meta['model_string']),
                0, absolute=True)
     for precision in precisions:
         dtype = getattr(torch, precision)
         prefix = 'f64/' if precision == 'float64' else ''
-        model = models.create(_model_opt('gunn-18', 'imagenet', 'share'))
+        model = models.create(model_opt('gunn-18', 'imagenet', 'share'))
         gunn18_fill(model)
         model.to(dtype)
         features = {}
@@ -314,7 +194,7 @@ def check_extras(report, dirs=SEARCH_DIRS):
 def check_torch7_import(report, dirs=SEARCH_DIRS):
     """The original's gunn15_cifar10_init.t7, read into our gunn-15: its float32 logits."""
     meta, t = load_case('gunn15_cifar10', dirs)
-    model = models.create(_model_opt('gunn-15', 'cifar10', 'share'))
+    model = models.create(model_opt('gunn-15', 'cifar10', 'share'))
     t7_path = os.path.join(find_case('gunn15_cifar10', dirs), 'gunn15_cifar10_init.t7')
     model.load_state_dict(torch7_files.read_t7_model(t7_path, model, 'gunn-15'))
     case = 'gunn15_cifar10_init.t7'
@@ -334,14 +214,6 @@ def _has_t7(name, dirs):
     return folder is not None and os.path.isfile(os.path.join(folder, name))
 
 
-def _torch7_check(name):
-    """A check of parity_torch7.py (-rng torch7), imported when it runs because it imports this module."""
-    def check(report, dirs):
-        import parity_torch7
-        getattr(parity_torch7, name)(report, dirs)
-    return check
-
-
 # case name -> (is it in dirs, check)
 CASES = {
     'gunnlayer_cifar': (find_case, lambda r, d: check_gunnlayer(r, 'gunnlayer_cifar', d)),
@@ -350,9 +222,9 @@ CASES = {
     'gunn15_cifar10_init.t7': (_has_t7, check_torch7_import),
     'gunn18_imagenet': (find_case, check_gunn18),
     'extras': (find_case, check_extras),
-    'lua_rng': (find_case, _torch7_check('check_lua_rng')),
-    'lua_init': (find_case, _torch7_check('check_lua_init')),
-    'lua_run_cifar10': (find_case, _torch7_check('check_lua_run')),
+    'lua_rng': (find_case, parity_torch7.check_lua_rng),
+    'lua_init': (find_case, parity_torch7.check_lua_init),
+    'lua_run_cifar10': (find_case, parity_torch7.check_lua_run),
     'transforms': (find_case, lambda r, d: parity_data.check_transforms(r, *load_case('transforms', d))),
 }
 

@@ -22,7 +22,7 @@ import torch
 
 import main
 import models
-from parity import SEARCH_DIRS, load_case, worst, _model_opt, _zero_grad_bias
+from golden import SEARCH_DIRS, load_case, model_opt, worst, zero_grad_bias
 from torch7_random import Torch7Generator, read_torch7_state
 from train import Trainer
 
@@ -162,7 +162,7 @@ def check_lua_init(report, dirs=SEARCH_DIRS, nets=('gunn-15', 'gunn-18')):
     if 'gunn-15' in nets:
         info = meta['gunn15']
         g = Torch7Generator(meta['seed'])
-        model = models.create(_model_opt('gunn-15', 'cifar10', 'share'), g)
+        model = models.create(model_opt('gunn-15', 'cifar10', 'share'), g)
         params = list(model.parameters())
         wrong = sum(not np.array_equal(p.detach().numpy(), t[f'gunn15/param/{i["name"]}'])
                     for p, i in zip(params, info['params']))
@@ -176,7 +176,7 @@ def check_lua_init(report, dirs=SEARCH_DIRS, nets=('gunn-15', 'gunn-18')):
     if 'gunn-18' in nets:
         info = meta['gunn18']
         g = Torch7Generator(meta['seed'])
-        model = models.create(_model_opt('gunn-18', 'imagenet', 'share'), g)
+        model = models.create(model_opt('gunn-18', 'imagenet', 'share'), g)
         params = list(model.parameters())
         wrong = sum(_sha256(p) != c['sha256_le_bytes'] for p, c in zip(params, info['param_checksums']))
         report.add('lua_init gunn-18', f'parameter tensors with another SHA-256 ({len(params)})', 'float32', wrong, 0,
@@ -307,11 +307,11 @@ def _compare_final(report, case, latest, meta, t):
     state = latest['model']
     named = list(zip([v for k, v in state.items() if k.endswith(('.weight', '.bias'))], meta['params']))
     report.add(case, 'final parameters (latest.pt)', 'float64',
-               worst((p, t['final/param/' + i['name']]) for p, i in named if not _zero_grad_bias(i['name'])),
+               worst((p, t['final/param/' + i['name']]) for p, i in named if not zero_grad_bias(i['name'])),
                tol['parameters'])
     report.add(case, 'final zero-gradient BN biases', 'float64',
                max((p - torch.from_numpy(t['final/param/' + i['name']].copy())).abs().max().item()
-                   for p, i in named if _zero_grad_bias(i['name'])),
+                   for p, i in named if zero_grad_bias(i['name'])),
                tol['zero-gradient BN biases'], absolute=True)
     stats = [v for k, v in state.items() if k.endswith(('.running_mean', '.running_var'))]
     names = [f'{bn}.{field}' for bn in meta['bn_modules'] for field in ('running_mean', 'running_var')]

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+import golden
 import parity
 from distributed import slice_sizes
 from models import GunnLayer
@@ -363,7 +364,7 @@ def test_golden_lua_gunnlayer(case, monkeypatch):
     launch = fused.Geometry.launch
     monkeypatch.setattr(fused.Geometry, 'launch', lambda geo, name, *args, **kw: launched.append(name) or
                         launch(geo, name, *args, **kw))
-    report = parity.Report()
+    report = golden.Report()
     parity.check_gunnlayer(report, case, modes=('share',), kernels='triton')
     assert report.passed, report.table()
     assert len(report.rows) == 5 and all('triton' in row[0] for row in report.rows)

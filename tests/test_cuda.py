@@ -20,6 +20,7 @@ import torch.nn as nn
 
 import distributed
 import models
+import golden
 import parity
 from ddp_one_gpu import ONE_GPU, train_two_steps
 from models.gunn_layer import MEMORY_MODES
@@ -39,7 +40,7 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(DEVICE.type == 'cuda' and not
 on_gpu_only = pytest.mark.skipif(DEVICE.type != 'cuda', reason='needs a GPU (GUNN_TEST_DEVICE=cpu rehearsal)')
 
 BUNDLE = os.path.join(ROOT, '.gpu_bundle', 'parity')  # tools/gpu_bundle.sh copies the large golden files here
-GOLDEN_DIRS = parity.SEARCH_DIRS + (BUNDLE,)
+GOLDEN_DIRS = golden.SEARCH_DIRS + (BUNDLE,)
 
 
 @pytest.fixture
@@ -131,7 +132,7 @@ def assert_all_within(report):
 
 
 def test_golden_gunn_layers_on_cuda(exact_cuda):
-    report = parity.Report()
+    report = golden.Report()
     for case in ('gunnlayer_cifar', 'gunnlayer_imagenet'):
         parity.check_gunnlayer(report, case, device=DEVICE.type)
     assert len(report.rows) == 30
@@ -140,9 +141,9 @@ def test_golden_gunn_layers_on_cuda(exact_cuda):
 
 @pytest.mark.parametrize('memory', MEMORY_MODES)
 def test_golden_gunn15_step_on_cuda(memory, exact_cuda):
-    if parity.find_case('gunn15_cifar10', GOLDEN_DIRS) is None:
+    if golden.find_case('gunn15_cifar10', GOLDEN_DIRS) is None:
         pytest.skip(f'the gunn-15 golden files are in neither ../shared/parity nor {BUNDLE} (tools/gpu_bundle.sh)')
-    report = parity.Report()
+    report = golden.Report()
     parity.check_gunn15(report, GOLDEN_DIRS, memory, device=DEVICE.type)
     assert len(report.rows) == 14
     assert_all_within(report)

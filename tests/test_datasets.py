@@ -15,7 +15,7 @@ import datasets.transforms as t
 from datasets import cifar, digits
 from errors import GunnError
 from opts import N_CLASSES
-from parity import load_case
+from golden import load_case
 
 
 def options(tmp_path, dataset, data='', **extra):

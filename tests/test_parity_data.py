@@ -5,8 +5,8 @@ import copy
 import pytest
 import torch
 
-import parity
 import parity_data
+from golden import Report, find_case, load_case
 from datasets import transforms as t
 
 MISSING = 'transforms.json/.bin (19 MB) live in ../shared/parity (always present in CI), not in the clone'
@@ -15,9 +15,9 @@ KNOWN = ['scale_w4h1_to2', 'decode_jpeg_cmyk', 'decode_png_palette_trns', 'decod
 
 @pytest.fixture(scope='module')
 def golden():
-    if parity.find_case('transforms') is None:
+    if find_case('transforms') is None:
         pytest.skip(MISSING)
-    return parity.load_case('transforms')
+    return load_case('transforms')
 
 
 def run(golden, cases=None):
@@ -25,7 +25,7 @@ def run(golden, cases=None):
     if cases is not None:
         meta = copy.deepcopy(meta)
         meta['case_order'] = cases
-    report = parity.Report()
+    report = Report()
     parity_data.check_transforms(report, meta, tensors)
     return report
 
@@ -97,7 +97,7 @@ def test_replay_answers_from_the_log_and_checks_each_draw():
 
 
 def test_report_lists_known_differences_and_problems_apart():
-    report = parity.Report()
+    report = Report()
     report.add('a', 'output', 'float32', 0.0, 0.0, absolute=True)
     report.add('b', 'decoded', 'float32', None, 0.0, absolute=True, known='the Lua raises')
     report.add('c', 'output', 'float32', 0.0, 0.0, absolute=True, problem='draws differ')

@@ -8,7 +8,7 @@ import torch
 
 import checkpoints
 import models
-import parity
+import golden
 import torch7_files
 import torch7_writer as t7
 from errors import GunnError
@@ -35,13 +35,13 @@ def tensor(array):
 
 @pytest.fixture(scope='module')
 def gunn15():
-    if not (os.path.isfile(GUNN15_T7) and parity.find_case('gunn15_cifar10')):
+    if not (os.path.isfile(GUNN15_T7) and golden.find_case('gunn15_cifar10')):
         pytest.skip(f'the large golden files (gunn15_cifar10_init.t7, gunn15_cifar10.bin) are not in {SHARED}')
-    return parity.load_case('gunn15_cifar10')
+    return golden.load_case('gunn15_cifar10')
 
 
 def test_converted_gunn15_reproduces_the_lua_logits(gunn15, tmp_path, capsys):
-    meta, golden = gunn15
+    meta, lua = gunn15
     out = str(tmp_path / 'gunn15.pt')
     convert_t7.main([GUNN15_T7, out])  # no flags: network and dataset are recognised from the file
     assert 'gunn-15 for cifar10' in capsys.readouterr().out
@@ -51,21 +51,21 @@ def test_converted_gunn15_reproduces_the_lua_logits(gunn15, tmp_path, capsys):
     model, netType, dataset, labels = load_for_inference(out)
     assert (netType, dataset, len(labels)) == ('gunn-15', 'cifar10', 10)
     for p, info in zip(model.parameters(), meta['params'], strict=True):
-        assert torch.equal(p, tensor(golden['init/param/' + info['name']])), info['name']
+        assert torch.equal(p, tensor(lua['init/param/' + info['name']])), info['name']
     with torch.no_grad():
-        assert parity.rel_err(model(tensor(golden['eval_input'])), golden['f32/init/eval_logits']) < LOGITS_TOL
+        assert golden.rel_err(model(tensor(lua['eval_input'])), lua['f32/init/eval_logits']) < LOGITS_TOL
         model.train()  # after the eval forward: this one updates the running statistics
-        assert parity.rel_err(model(tensor(golden['input'])), golden['f32/fwd/logits']) < LOGITS_TOL
+        assert golden.rel_err(model(tensor(lua['input'])), lua['f32/fwd/logits']) < LOGITS_TOL
 
 
 def test_retrain_from_t7_loads_the_same_weights(gunn15):
-    meta, golden = gunn15
+    meta, lua = gunn15
     model = models.create(SimpleNamespace(netType='gunn-15', dataset='cifar10', optnet=False, optMemory=0,
                                           shareGradInput=True))
     load_model_file(model, GUNN15_T7, 'gunn-15')
     for p, info in zip(model.parameters(), meta['params'], strict=True):
-        assert torch.equal(p, tensor(golden['init/param/' + info['name']])), info['name']
-    assert all(torch.equal(bn.running_var, torch.ones_like(bn.running_var)) for bn in parity.bns(model))
+        assert torch.equal(p, tensor(lua['init/param/' + info['name']])), info['name']
+    assert all(torch.equal(bn.running_var, torch.ones_like(bn.running_var)) for bn in golden.bns(model))
 
 
 def test_t7_of_another_network_names_the_mismatch(gunn15):
@@ -77,15 +77,15 @@ def test_t7_of_another_network_names_the_mismatch(gunn15):
 
 @pytest.mark.parametrize('case,dataset', [('gunnlayer_cifar', 'cifar10'), ('gunnlayer_imagenet', 'imagenet')])
 def test_gunnlayer_checkpoint_loads_weights_and_running_stats(case, dataset):
-    meta, golden = parity.load_case(case)
+    meta, lua = golden.load_case(case)
     layer = models.GunnLayer(16, 4, dataset)
     layer.load_state_dict(torch7_files.read_t7_model(os.path.join(FIXTURES, f'{case}_checkpoint.t7'), layer))
     # checkpoints.lua saved the float64 layer as float32; the work buffers in the file are ignored
     for p, info in zip(layer.parameters(), meta['params'], strict=True):
-        assert torch.equal(p, tensor(golden['param/' + info['name']]).float()), info['name']
-    for bn, info in zip(parity.bns(layer), meta['bn_modules'], strict=True):
+        assert torch.equal(p, tensor(lua['param/' + info['name']]).float()), info['name']
+    for bn, info in zip(golden.bns(layer), meta['bn_modules'], strict=True):
         for field in ('running_mean', 'running_var'):
-            assert torch.equal(getattr(bn, field), tensor(golden[f'bn_after/{info["name"]}.{field}']).float())
+            assert torch.equal(getattr(bn, field), tensor(lua[f'bn_after/{info["name"]}.{field}']).float())
 
 
 def test_gunnlayer_checkpoint_of_the_other_variant_is_refused():
@@ -99,7 +99,7 @@ def test_gunnlayer_checkpoint_of_the_other_variant_is_refused():
 def test_nn_classes_double_tensors_and_2d_convolution_weights(tmp_path):
     torch.manual_seed(0)
     source = models.GunnLayer(8, 2, 'imagenet')
-    for bn in parity.bns(source):
+    for bn in golden.bns(source):
         bn.running_mean.normal_()
         bn.running_var.uniform_(0.5, 1.5)
     path = str(tmp_path / 'layer.t7')

@@ -14,7 +14,7 @@ import checkpoints
 import main
 import models
 import opts
-import parity
+import golden
 import parity_torch7
 from dataloader import DataLoader
 from datasets import transforms
@@ -29,7 +29,7 @@ SHARED_MISSING = 'the Torch7 generator golden files live in ../shared/parity (al
 
 
 def needs(case):
-    return pytest.mark.skipif(parity.find_case(case) is None, reason=SHARED_MISSING)
+    return pytest.mark.skipif(golden.find_case(case) is None, reason=SHARED_MISSING)
 
 
 def assert_all_within(report, rows):
@@ -41,7 +41,7 @@ def assert_all_within(report, rows):
 
 @needs('lua_rng')
 def test_generator_reproduces_lua_rng():
-    report = parity.Report()
+    report = golden.Report()
     parity_torch7.check_lua_rng(report)
     assert_all_within(report, 5)
 
@@ -81,7 +81,7 @@ def test_seed_conversion_and_skip():
 
 @needs('lua_run_cifar10')
 def test_torch7_state_bytes_are_read():
-    meta, t = parity.load_case('lua_run_cifar10')
+    meta, t = golden.load_case('lua_run_cifar10')
     g = Torch7Generator(5)
     g.skip(3154434)  # what setup draws for gunn-15
     state = read_torch7_state(t['rng/main_after_setup'])
@@ -93,7 +93,7 @@ def test_torch7_state_bytes_are_read():
 
 @needs('lua_init')
 def test_initial_weights_are_the_lua_ones_bit_for_bit():
-    report = parity.Report()
+    report = golden.Report()
     parity_torch7.check_lua_init(report)  # gunn-15 float32 and float64, gunn-18 by SHA-256 (a few seconds)
     assert_all_within(report, 5)
 
@@ -113,7 +113,7 @@ def test_reset_classifier_draws_a_new_linear_as_the_lua():
 
 @needs('lua_run_cifar10')
 def test_golden_main_lua_run_is_reproduced_iteration_for_iteration(tmp_path):
-    report = parity.Report()
+    report = golden.Report()
     parity_torch7.check_lua_run(report, workdir=str(tmp_path))  # gunn-15 in float64: about a minute
     assert_all_within(report, 14)
 
