@@ -128,6 +128,16 @@ def test_kernels_option_reaches_every_gunn_layer(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------ on a GPU
 
+def assert_train_then_eval(reference, fast, x):
+    """A training step, then evaluation with and without gradients: the fused layer as the reference."""
+    assert_same_run(reference, fast, x, torch.randn_like(x))
+    reference.eval()
+    fast.eval()
+    out = assert_same_run(reference, fast, x, torch.randn_like(x))
+    with torch.no_grad():
+        torch.testing.assert_close(ran_fused(fast, x), out, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize('splits, images', [(1, 2), (3, 7), (4, 10), (14, 58)])
 @pytest.mark.cuda
 @requires_cuda
@@ -140,25 +150,14 @@ def test_cuda_training_and_eval_float64_match_plain(splits, images):
     x = torch.randn(images, 16, 6, 6, dtype=torch.float64, device='cuda')
     ran_fused(fast, x)
     reference(x)
-    assert_same_run(reference, fast, x, torch.randn_like(x))
-    reference.eval()
-    fast.eval()
-    out = assert_same_run(reference, fast, x, torch.randn_like(x))
-    with torch.no_grad():
-        torch.testing.assert_close(ran_fused(fast, x), out, rtol=1e-12, atol=1e-12)
+    assert_train_then_eval(reference, fast, x)
 
 
 @pytest.mark.cuda
 @requires_cuda
 def test_cuda_eval_and_optnet_float64_match_plain():
     reference, fast = pair(1, 16, 4, 'imagenet', memory='recompute', device='cuda')
-    x = torch.randn(3, 16, 7, 7, dtype=torch.float64, device='cuda')
-    assert_same_run(reference, fast, x, torch.randn_like(x))
-    reference.eval()
-    fast.eval()
-    out = assert_same_run(reference, fast, x, torch.randn_like(x))
-    with torch.no_grad():
-        torch.testing.assert_close(ran_fused(fast, x), out, rtol=1e-12, atol=1e-12)
+    assert_train_then_eval(reference, fast, torch.randn(3, 16, 7, 7, dtype=torch.float64, device='cuda'))
 
 
 @pytest.mark.parametrize('tf32', [False, True])
