@@ -73,6 +73,9 @@ def check(opt):
     if getattr(opt, 'cudaGraph', False) and world_size > 1:
         raise GunnError(f'-cudaGraph true trains in one process, not {world_size} '
                         '(use -cudaGraph false, or -bnSplit to emulate several GPUs on one)')
+    if getattr(opt, 'rng', 'pytorch') == 'torch7' and world_size > 1:
+        raise GunnError(f'-rng torch7 runs in one process, not {world_size} (-bnSplit {world_size} gives the '
+                        f'BatchNorm of {world_size} GPUs in one)')
 
 
 def _same_experiment(opt, gpus):

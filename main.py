@@ -27,9 +27,6 @@ def main(argv):
 
 
 def run(opt, process):
-    if opt.rng == 'torch7' and process.world_size > 1:
-        raise GunnError(f'-rng torch7 runs in one process, not {process.world_size} (-bnSplit {process.world_size} '
-                        f'gives the BatchNorm of {process.world_size} GPUs in one)')
     torch.set_num_threads(opt.cpuThreads)  # the Lua's torch.setnumthreads(1): loader workers run beside it
     torch.manual_seed(opt.manualSeed)
     streams = RunStreams(opt) if opt.rng == 'torch7' else None  # main.lua's torch.manualSeed(opt.manualSeed)

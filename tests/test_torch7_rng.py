@@ -11,15 +11,15 @@ import pytest
 import torch
 
 import checkpoints
+import distributed
+import golden
 import main
 import models
 import opts
-import golden
 import parity_torch7
 from dataloader import DataLoader
 from datasets import transforms
 from datasets.cifar import VARIANTS, CifarDataset
-from distributed import Process
 from errors import GunnError
 from models.setup import reset_classifier
 from torch7_random import Torch7Draws, Torch7Generator, read_torch7_state, seed_value
@@ -183,13 +183,15 @@ def test_streams_refuse_a_checkpoint_they_cannot_continue():
         streams.load_state_dict(saved, 'x/latest.pt')
 
 
-def test_torch7_refuses_several_processes(tmp_path, capsys):
+def test_torch7_refuses_several_processes(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as exit_:
         opts.parse(['-rng', 'torch7', '-nGPU', '2', '-save', str(tmp_path)])
     assert exit_.value.code == 2 and '-rng torch7 runs in one process' in capsys.readouterr().err
     opt = opts.parse(['-rng', 'torch7', '-save', str(tmp_path)])
+    for name, value in (('RANK', '0'), ('WORLD_SIZE', '2'), ('LOCAL_RANK', '0')):  # as torchrun starts it
+        monkeypatch.setenv(name, value)
     with pytest.raises(GunnError, match='-rng torch7 runs in one process, not 2'):
-        main.run(opt, Process(rank=0, world_size=2))
+        distributed.check(opt)
 
 
 # ---- resume ----
