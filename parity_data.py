@@ -11,7 +11,9 @@ input object or shares its storage), which must match exactly.
 Tolerances: 0 (bit for bit) wherever the port computes exactly what the Lua computes, which is every case
 except those below; 2e-6 x max(1, max |lua|) absolute for the cases whose arithmetic the port rounds
 differently at the float32-ulp level (Torch7's AVX2 kernels fuse the multiply-adds of Saturation's and
-Contrast's grey blends; image.rotate evaluates one bilinear term in float32, the port all four in double).
+Contrast's grey blends, and so does the port where torch's kernels do, but the Lua's BLAS leaves the last
+elements of a small plane unfused; image.rotate evaluates one bilinear term in float32, the port all four in
+double).
 Every real deviation seen so far (8-bit-only 16-bit PNGs, the image package's bugs) is 1e-3 or more.
 
 Rows where the Lua's image package has a bug are listed as known differences with the reason and what the

@@ -1,17 +1,20 @@
 """Data-loading speed per loader worker, now and with the previous implementation, side by side:
 
-    python benchmarks/loader.py [-images 48] [-rounds 5]
+    python benchmarks/loader.py [-images 48] [-rounds 10]
 
 Writes small data sets to a temporary folder (ImageNet-layout JPEGs of typical ImageNet sizes, and a
 CIFAR-10 copy in the python-version format), then times what one loader worker does per image, get(i)
 then preprocess(), through the real dataset classes, for the CIFAR-10 and ImageNet train and val
-pipelines. A worker runs one thread, so the figures are CPU seconds of this process (user + system), the
-best of the rounds: on a shared machine they vary less than wall time. The previous implementation is the
-same code with Pillow decoding every file and the reference image.scale (datasets/bicubic.py); a round
-runs both, on the same images and the same random draws.
+pipelines. Each implementation runs in a worker process of its own, as in a DataLoader (one thread, only
+its own allocations and caches), and the two take turns, round after round, so that both see the same
+load on a shared machine. The figures are CPU seconds of the worker (user + system), the best of the
+rounds: they vary less than wall time. The previous implementation is the same code with Pillow decoding
+every file into a contiguous image, and the reference image.scale (datasets/bicubic.py) of a copy of its
+input (the crop that RandomSizedCrop used to copy), on the same images and the same random draws.
 """
 import argparse
 import contextlib
+import multiprocessing
 import os
 import pickle
 import platform
@@ -71,11 +74,16 @@ def load_with_pillow(path):
         return decode.load_image(path).contiguous()
 
 
+def scale_a_copy(img, width, height, box=None):
+    """The reference resize of a contiguous copy, as RandomSizedCrop cropped one before."""
+    return bicubic.scale_reference(img.contiguous(), width, height, box)
+
+
 @contextlib.contextmanager
 def previous_implementation():
     """Pillow decoding and the reference bicubic resize, as the loader was before."""
     with mock.patch.object(imagenet, 'load_image', load_with_pillow), \
-            mock.patch.object(transforms, 'scale', bicubic.scale_reference):
+            mock.patch.object(transforms, 'scale', scale_a_copy):
         yield
 
 
@@ -96,10 +104,18 @@ def cpu_seconds_per_image(dataset, n_images):
     return (time.process_time() - start) / n_images
 
 
+def worker(connection, pipelines, previous):
+    """A loader worker: runs the pipeline named by each message and answers with its CPU seconds per image."""
+    with previous_implementation() if previous else contextlib.nullcontext():
+        for name in iter(connection.recv, None):
+            dataset, n_images = pipelines[name]
+            connection.send(cpu_seconds_per_image(dataset, n_images))
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('-images', type=int, default=48, help='images per ImageNet split (CIFAR: 20x more)')
-    parser.add_argument('-rounds', type=int, default=5, help='rounds; each figure is the best of them')
+    parser.add_argument('-rounds', type=int, default=10, help='rounds; each figure is the best of them')
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # as in a DataLoader worker
     with tempfile.TemporaryDirectory() as root:
@@ -113,13 +129,22 @@ def main(argv):
             with contextlib.redirect_stdout(None):
                 for split in ('train', 'val'):
                     pipelines[f'{dataset} {split}'] = (datasets.create(opt, split), n_images)
-        best = {(name, which): float('inf') for name in pipelines for which in ('previous', 'now')}
+        workers = {}
+        for which in ('previous', 'now'):
+            connection, worker_end = multiprocessing.Pipe()
+            process = multiprocessing.get_context('fork').Process(
+                target=worker, args=(worker_end, pipelines, which == 'previous'), daemon=True)
+            process.start()
+            workers[which] = process, connection
+        best = {(name, which): float('inf') for name in pipelines for which in workers}
         for _ in range(args.rounds):
-            for name, (dataset, n_images) in pipelines.items():
-                with previous_implementation():
-                    seconds = cpu_seconds_per_image(dataset, n_images)
-                best[name, 'previous'] = min(best[name, 'previous'], seconds)
-                best[name, 'now'] = min(best[name, 'now'], cpu_seconds_per_image(dataset, n_images))
+            for name in pipelines:
+                for which, (_, connection) in workers.items():
+                    connection.send(name)
+                    best[name, which] = min(best[name, which], connection.recv())
+        for process, connection in workers.values():
+            connection.send(None)
+            process.join()
     print(f'images/s per loader worker (1 thread; CPU time, best of {args.rounds} rounds), torch {torch.__version__}, '
           f'{cpu_name()}, {os.cpu_count()} CPUs')
     print(f'ImageNet: {args.images} JPEGs of {len(SIZES)} typical sizes ({SIZES[0][0]}x{SIZES[0][1]}, ...), '

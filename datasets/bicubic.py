@@ -11,13 +11,17 @@ extrapolated linearly: 2*p1 - p2, 2*p2 - p1) and the value is Catmull-Rom
 rounded once to float32; the last sample copies the last source sample. There is no antialiasing.
 
 ``scale_reference`` is that recipe written out directly, one expression per pass. ``scale`` computes the
-same numbers bit for bit, faster: the positions are computed once per (n, m) pair, each pass gathers
-whole rows of taps with the resized axis outermost (so every operation runs over contiguous memory), and
-the scratch tensors are kept from call to call (tests/test_bicubic.py holds the two together).
+same numbers bit for bit, faster (tests/test_bicubic.py holds the two together): the taps' positions and
+fractions are computed once per size pair and window; each pass gathers whole rows of taps with the
+resized axis outermost, so that each of the C's float32 roundings is one operation over contiguous memory;
+the source is read where it lies (a crop of the decoder's pixel-interleaved image needs no copy), and only
+the source pixels that the result, or its box, depends on; the row pass writes its result transposed,
+straight into the column pass's source; the scratch memory is small and kept from call to call.
 """
 import functools
 import math
 import threading
+from typing import NamedTuple
 
 import torch
 
@@ -77,94 +81,176 @@ def scale_reference(img, width, height, box=None):
     return out[..., y1:y2, x1:x2].contiguous()
 
 
+class _Taps(NamedTuple):
+    """What one pass from n to m samples needs to compute the samples first .. first+count-1 of its
+    result, computed once per (n, m, first, count): the source samples lo .. hi-1 that it reads, how many
+    of the wanted samples are interpolated (k: the window may end with the last sample, a copy of source
+    sample n-1), the rows (relative to lo) of their taps p0, p1, p2, p3 back to back, clamped into the
+    source, their fractions (float32 [k, 1]) and half fractions (float64 [k, 1]), how many leading
+    samples extrapolate p0 and from which sample on p3 is extrapolated."""
+    lo: int
+    hi: int
+    k: int
+    rows: torch.Tensor
+    frac: torch.Tensor
+    half: torch.Tensor
+    head: int
+    tail: int
+
+
 @functools.lru_cache(maxsize=1024)
 def _taps(n, m, first, count):
-    """What a pass from n to m samples (n >= 2, m != n) needs to compute the samples first ..
-    first+count-1 of the result, computed once per size pair and window: the source rows of the taps p0,
-    p1, p2, p3 of each interpolated sample among them, back to back (clamped into the source), their
-    fractions (float32 [k, 1]) and half fractions (float64), and how many leading samples extrapolate p0
-    and from which sample on p3 is extrapolated."""
+    if n == 1:  # every sample repeats the source sample
+        return _Taps(0, min(count, 1), 0, None, None, None, 0, 0)
+    if n == m or count == 0:  # the source samples themselves
+        return _Taps(first, first + count, 0, None, None, None, 0, 0)
     i1, frac = _fractional_positions(n, m)
     i1, frac = i1[first:first + count], frac[first:first + count]
+    k = i1.shape[0]
     rows = torch.cat([i1 - 1, i1, i1 + 1, i1 + 2]).clamp(0, n - 1)
-    head, tail = int((i1 == 0).sum()), int((i1 + 2 < n).sum())
-    return rows, frac.view(-1, 1), (0.5 * frac.double()).view(-1, 1), head, tail
+    lo = int(rows.min()) if k else n - 1
+    hi = n if k < count else int(rows.max()) + 1
+    return _Taps(lo, hi, k, rows - lo, frac.view(-1, 1), (0.5 * frac.double()).view(-1, 1),
+                 int((i1 == 0).sum()), int((i1 + 2 < n).sum()))
+
+
+def _as_double(block):
+    """The memory of block [B, 2k, L] (float32, contiguous within each of the B) as float64 [B, k, L]."""
+    batch, rows, width = block.shape
+    flat = block.reshape(-1) if batch == 1 else block.flatten(1)  # (a lone batch's stride may be odd)
+    return flat.view(torch.float64).view(batch, rows // 2, width)
+
+
+class _Workspace(NamedTuple):
+    """The scratch of one pass over [B, k, L] interpolated samples: the taps back to back (what
+    index_select fills), two float32 temporaries, and the two float64 arrays of the last step, which
+    occupy taps and temporaries that are dead by then (p2|p3 and a2|inner)."""
+    taps: torch.Tensor
+    p0: torch.Tensor
+    p1: torch.Tensor
+    p2: torch.Tensor
+    p3: torch.Tensor
+    a2: torch.Tensor
+    inner: torch.Tensor
+    value: torch.Tensor
+    p1d: torch.Tensor
+    ends: tuple  # (row, a, b) views: the taps beyond either end of the line, row = 2 * a - b
 
 
 class _Scratch(threading.local):
     """Scratch tensors of ``scale``, reused from call to call (per thread): allocating a few fresh
-    megabytes per image costs more in page faults than the arithmetic does. Requests above LIMIT
-    elements are served fresh and not kept, so that one huge image does not pin its memory."""
+    megabytes per image costs more in page faults than the arithmetic does, and a working set that
+    stays small and in the same place costs fewer cache misses. Requests above LIMIT elements are served
+    fresh and not kept, so that one huge image does not pin its memory. The views handed out are kept
+    per shape too (making one costs a microsecond or two, and a resize uses a few dozen)."""
 
     LIMIT = 1 << 22  # 16 MB of float32: every buffer of a 640x480 image stays below it
+    VIEWS = 256
 
     def __init__(self):
         self.buffers = {}
+        self.views = {}
 
-    def take(self, name, shape, dtype=torch.float32):
+    def _keep(self, key, view):
+        if len(self.views) >= self.VIEWS:
+            self.views.clear()
+        self.views[key] = view
+        return view
+
+    def take(self, name, shape):
+        """float32 [shape] in the buffer called name."""
+        if (name, shape) in self.views:
+            return self.views[name, shape]
         count = math.prod(shape)
         if count > self.LIMIT:
-            return torch.empty(shape, dtype=dtype)
-        buffer = self.buffers.get((name, dtype))
+            return torch.empty(shape)
+        buffer = self.buffers.get(name)
         if buffer is None or buffer.numel() < count:
-            buffer = self.buffers[(name, dtype)] = torch.empty(count, dtype=dtype)
-        return buffer[:count].view(shape)
+            buffer = self.buffers[name] = torch.empty(count)
+            self.views.clear()  # views of the old buffer
+        return self._keep((name, shape), buffer[:count].view(shape))
+
+    def workspace(self, batch, k, width, head, tail):
+        """The _Workspace of a pass over [batch, k, width] samples whose first head and last k - tail
+        samples extrapolate a tap."""
+        key = ('workspace', batch, k, width, head, tail)
+        if key in self.views:
+            return self.views[key]
+        shapes = {'taps': (batch, 4 * k, width), 'temps': (batch, 2 * k, width)}
+        taps, temps = (self.take(name, shape) for name, shape in shapes.items())
+        p0, p1, p2, p3 = taps.view(batch, 4, k, width).unbind(1)
+        a2, inner = temps.view(batch, 2, k, width).unbind(1)
+        ends = ((p0[:, :head], p1[:, :head], p2[:, :head]),) if head else ()
+        ends += ((p3[:, tail:], p2[:, tail:], p1[:, tail:]),) if tail < k else ()
+        work = _Workspace(taps, p0, p1, p2, p3, a2, inner, _as_double(taps[:, 2 * k:]), _as_double(temps), ends)
+        kept = all(item in self.views for item in shapes.items())  # (kept only when its buffers are)
+        return self._keep(key, work) if kept else work
 
 
 _scratch = _Scratch()
+# the constants of the recipe as float32 tensors: a Python number costs a tensor of its own at every call
+_TWO, _MINUS_FIVE, _THREE = (torch.tensor(c, dtype=torch.float32) for c in (2.0, -5.0, 3.0))
 
 
-def _resize_middle(src, out, m, first=0):
-    """Samples first .. first+count-1 of the middle axis of src [B, n, L] (float32, contiguous) resized
-    to m samples, into out [B, count, L]: the recipe of ``_cubic_resize_last`` with whole rows as samples."""
-    batch, n, width = src.shape
-    if n == m:
-        return out.copy_(src[:, first:first + out.shape[1]])
-    if n == 1:
-        return out.copy_(src.expand_as(out))
-    rows, frac, half, head, tail = _taps(n, m, first, out.shape[1])
-    k = frac.shape[0]
-    if k < out.shape[1]:  # the window holds the last sample, a copy of the last source sample
-        out[:, k].copy_(src[:, n - 1])
-    if k == 0:
+def _resize_middle(src, out, n, taps):
+    """One pass of ``scale``: the middle axis of src [B, hi-lo, L] (float32, contiguous; the source
+    samples lo .. hi-1 of a line of n) resized as ``taps`` says, into out [B, count, L] (any strides: the
+    row pass writes its result transposed). The recipe of ``_cubic_resize_last``, with whole rows of L
+    samples as the samples."""
+    if out.numel() == 0:
         return out
-    taps = torch.index_select(src, 1, rows, out=_scratch.take('taps', (batch, 4 * k, width)))
-    p0, p1, p2, p3 = taps.split(k, dim=1)
-    # the neighbour beyond either end, extrapolated linearly
-    torch.mul(p1[:, :head], 2, out=p0[:, :head]).sub_(p2[:, :head])
-    torch.mul(p2[:, tail:], 2, out=p3[:, tail:]).sub_(p1[:, tail:])
+    if taps.k == 0:
+        return out.copy_(src.expand_as(out) if n == 1 else src)
+    k = taps.k
+    if k < out.shape[1]:  # the window holds the last sample, a copy of the last source sample
+        out[:, k].copy_(src[:, -1])
+    batch, _, width = src.shape
+    work = _scratch.workspace(batch, k, width, taps.head, taps.tail)
+    p0, p1, p2, p3, a2, inner = work.p0, work.p1, work.p2, work.p3, work.a2, work.inner
+    torch.index_select(src, 1, taps.rows, out=work.taps)
+    for row, a, b in work.ends:  # the neighbour beyond either end, extrapolated linearly
+        torch.mul(a, _TWO, out=row).sub_(b)
     # a2 and a3 in the C's order of operations; the factors 2 and 4 are exact, so alpha= cannot round
-    a2 = torch.mul(p1, -5, out=_scratch.take('a2', p1.shape)).add_(p0, alpha=2).add_(p2, alpha=4).sub_(p3)
-    inner = torch.sub(p1, p2, out=_scratch.take('inner', p1.shape)).mul_(3).add_(p3).sub_(p0)
-    inner.mul_(frac).add_(a2).mul_(frac).add_(p2.sub_(p0))
+    torch.mul(p1, _MINUS_FIVE, out=a2).add_(p0, alpha=2).add_(p2, alpha=4).sub_(p3)
+    torch.sub(p1, p2, out=inner).mul_(_THREE).add_(p3).sub_(p0)
+    inner.mul_(taps.frac).add_(a2).mul_(taps.frac).add_(p2.sub_(p0))
     # p1 + half * inner in double: the product of two floats is exact there, so a fused multiply-add
     # gives the same double as the C's multiply then add
-    value = _scratch.take('value', p1.shape, torch.float64).copy_(inner)
-    torch.addcmul(_scratch.take('p1', p1.shape, torch.float64).copy_(p1), value, half, out=value)
+    value = work.value.copy_(inner)
+    torch.addcmul(work.p1d.copy_(p1), value, taps.half, out=value)
     out[:, :k].copy_(value)
     return out
 
 
+def _width_outermost(img, out):
+    """out [W, P*H] = img [P, H, W] (any strides) transposed. Reads a [3, H, W] view of pixel-interleaved
+    [H, W, 3] memory (what the decoder gives, or a crop of it) as [H, W*3], giving [W, 3*H] in one 2-D
+    transposed copy; planar images as [P*H, W]."""
+    planes, h, w = img.shape
+    if img.stride(0) == 1 and img.stride(2) == planes:
+        out.view(w * planes, h).copy_(img.permute(1, 2, 0).reshape(h, w * planes).t())
+    else:
+        out.copy_(img.reshape(planes * h, w).t())
+
+
 def scale(img, width, height, box=None):
     """``scale_reference`` computed faster, with the same result (the fast path is for float32, the type
-    of the Lua's images; other types take the reference). With a box, only the pixels in it are computed."""
+    of the Lua's images; other types take the reference). img may be any view, a crop of a larger image
+    for instance. With a box, only the pixels in it are computed, from the source pixels they need."""
     if img.dtype != torch.float32:
         return scale_reference(img, width, height, box)
     width, height = destination_size(width, height)
     x1, y1, x2, y2 = _checked_box(box, width, height)
     *lead, h, w = img.shape
     planes = math.prod(lead)
-    # Rows first, with the width axis outermost, [W, planes*H], so that each tap is a whole row. The
-    # transposed copies are 2-D, which ATen does cache-blocked; a [3, H, W] view of pixel-interleaved
-    # [H, W, 3] memory (what the decoder gives) is read as [H, W*3], giving [W, 3*H] in one transpose.
-    src = _scratch.take('src', (1, w, planes * h))
-    if img.dim() == 3 and img.permute(1, 2, 0).is_contiguous():
-        src.view(w * planes, h).copy_(img.permute(1, 2, 0).reshape(h, w * planes).t())
-    else:
-        src[0].copy_(img.reshape(planes * h, w).t())
-    rows = _resize_middle(src, _scratch.take('rows', (1, x2 - x1, planes * h)), width, x1)
-    # then columns: back to [planes, H, x2-x1], the height axis in the middle
-    src = _scratch.take('src', (planes, h, x2 - x1))
-    src.view(planes * h, x2 - x1).copy_(rows[0].t())
+    across, down = _taps(w, width, x1, x2 - x1), _taps(h, height, y1, y2 - y1)
+    img = img.reshape(planes, h, w)[:, down.lo:down.hi, across.lo:across.hi]
+    rows, cols = img.shape[1:]
+    # Rows first, with the width axis outermost, [cols, planes*rows], so that each tap is a whole row;
+    # the result goes straight to [planes, rows, x2-x1], where the columns are done the same way.
+    src = _scratch.take('src', (1, cols, planes * rows))
+    _width_outermost(img, src[0])
+    mid = _scratch.take('mid', (planes, rows, x2 - x1))
+    _resize_middle(src, mid.view(planes * rows, x2 - x1).t()[None], w, across)
     out = torch.empty(planes, y2 - y1, x2 - x1)
-    return _resize_middle(src, out, height, y1).view(*lead, y2 - y1, x2 - x1)
+    return _resize_middle(mid, out, h, down).view(*lead, y2 - y1, x2 - x1)

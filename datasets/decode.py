@@ -55,5 +55,6 @@ def load_image(path):
         raise GunnError(f'cannot read image {path}: not an image file of a known format') from None
     except (RuntimeError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise GunnError(f'cannot read image {path}: {_one_line(e)}') from None
-    # one multiplication per sample, in float32, as the Lua's img:mul(1/MAXVAL) on a FloatTensor
-    return torch.mul(samples, _UNIT[samples.dtype])
+    # one multiplication per sample, in float32, as the Lua's img:mul(1/MAXVAL) on a FloatTensor (converted
+    # first and multiplied in place: one fresh tensor instead of two)
+    return samples.to(torch.float32).mul_(_UNIT[samples.dtype])

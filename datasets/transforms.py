@@ -125,8 +125,11 @@ def rotate(img, theta):
 
 
 def _grayscale(img):
-    """Luma of an RGB image, [H, W] (the Lua replicates it over three channels; broadcasting does that here)."""
-    return 0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2]
+    """Luma of an RGB image, [H, W] (the Lua replicates it over three channels; broadcasting does that here),
+    accumulated as the Lua's zero():add(0.299, r):add(0.587, g):add(0.114, b): Torch7 computes each add as a
+    fused multiply-add on CPUs that have them, and so does torch's add with alpha."""
+    r, g, b = img.unbind(0)
+    return torch.mul(r, 0.299).add_(g, alpha=0.587).add_(b, alpha=0.114)
 
 
 def _blend(img, other, alpha):
@@ -152,7 +155,7 @@ class ColorNormalize:
         self.std = torch.tensor(meanstd['std'], dtype=torch.float64).view(-1, 1, 1)
 
     def __call__(self, img):
-        return (img - self.mean.to(img.dtype)) / self.std.to(img.dtype)
+        return torch.sub(img, self.mean.to(img.dtype)).div_(self.std.to(img.dtype))
 
 
 class Scale:
@@ -279,7 +282,8 @@ class RandomSizedCrop:
             if h <= h_in and w <= w_in:
                 y1 = _random(0, h_in - h)
                 x1 = _random(0, w_in - w)
-                return scale(crop(img, x1, y1, x1 + w, y1 + h), self.size, self.size)
+                # the Lua crops a copy; scale reads the crop's pixels where they are
+                return scale(img[..., y1:y1 + h, x1:x1 + w], self.size, self.size)
         return self.fallback(img)
 
 
@@ -308,15 +312,16 @@ class Lighting:
 
     def __init__(self, alphastd, eigval, eigvec):
         self.alphastd = alphastd
-        self.eigval = torch.as_tensor(eigval, dtype=torch.float64)
-        self.eigvec = torch.as_tensor(eigvec, dtype=torch.float64)
+        self.eigval = [float(v) for v in eigval]
+        self.eigvec = [[float(v) for v in row] for row in eigvec]
 
     def __call__(self, img):
         if self.alphastd == 0:
             return img
-        alpha = _draws.normal(3, 0.0, self.alphastd)
-        rgb = (self.eigvec * alpha.view(1, 3) * self.eigval.view(1, 3)).sum(1)
-        return img + rgb.to(img.dtype).view(3, 1, 1)
+        alpha = _draws.normal(3, 0.0, self.alphastd).tolist()
+        # the Lua's eigvec:cmul(alpha):cmul(eigval):sum(2) in double: (e * a) * v, summed left to right
+        rgb = [sum(e * a * v for e, a, v in zip(row, alpha, self.eigval)) for row in self.eigvec]
+        return img + torch.tensor(rgb, dtype=img.dtype).view(3, 1, 1)
 
 
 class Saturation:
@@ -342,7 +347,9 @@ class Contrast:
         self.var = var
 
     def __call__(self, img):
-        mean = img.new_full((), _grayscale(img).mean().item())
+        # the mean of the grey plane as the Lua's mean(): a sum in double, divided in double, then a float
+        gray = _grayscale(img)
+        mean = img.new_full((), gray.sum(dtype=torch.float64).item() / gray.numel())
         return _blend(img, mean, 1.0 + _uniform(-self.var, self.var))
 
 

@@ -43,6 +43,18 @@ def test_imagenet_sizes_equal_the_reference():
     assert torch.equal(scale(crop, 224, 224), scale_reference(crop, 224, 224))
 
 
+def test_crops_are_read_where_they_are():
+    """Views into a larger image (RandomSizedCrop's crop of the decoder's pixel-interleaved image, or of a
+    planar one) give the reference's result for a copy of the crop."""
+    torch.manual_seed(3)
+    for img in (unit_image(61, 47, 3).permute(2, 0, 1), unit_image(3, 61, 47), torch.randn(2, 61, 47)):
+        for (x1, y1, x2, y2), (width, height) in (((5, 3, 40, 50), (24, 31)), ((0, 0, 47, 61), (50, 9)),
+                                                  ((10, 20, 11, 60), (7, 7)), ((2, 2, 33, 13), (100, 80))):
+            crop = img[:, y1:y2, x1:x2]
+            expected = scale_reference(crop.contiguous(), width, height)
+            assert torch.equal(scale(crop, width, height), expected), ((x1, y1, x2, y2), width, height)
+
+
 def test_a_box_computes_that_part_of_the_result():
     torch.manual_seed(2)
     rng = random.Random(2)

@@ -43,6 +43,14 @@ def test_every_case_matches_the_lua(golden):
     assert {'imagenet_val_3x333x500_1', 'randomsizedcrop_retry2', 'cifar100_train_4', 'decode_png_rgb16',
             'decode_png_gray16', 'decode_jpeg_gray', 'lighting_1', 'brightness_2'} <= exact
     assert not exact & {'imagenet_train_3x333x500_1', 'saturation_1', 'colorjitter_all_1', 'rotation_1'}
+    # Those are allowed ulp-level differences, but the grey planes and blends use fused multiply-adds as
+    # Torch7's do on a CPU with them (torch's vectorised add with alpha fuses from AVX2 on), so that the
+    # ImageNet training pipeline (224x224 planes) comes out bit for bit there.
+    if torch.backends.cpu.get_cpu_capability() in ('AVX2', 'AVX512'):
+        measured_exact = {row[0] for row in report.rows if row[3] == 0}
+        assert {'saturation_1', 'contrast_1', 'colorjitter_partial', 'imagenet_train_3x333x500_1',
+                'imagenet_train_3x500x375_2', 'imagenet_train_3x256x256_3', 'imagenet_train_3x120x90_4',
+                'imagenet_train_3x120x90_5'} <= measured_exact
     assert all(row[3] == 0 for row in report.rows if row[0] in exact)
     assert '93/93 comparisons within tolerance, 4 known differences' in report.summary()
     table = report.table()
