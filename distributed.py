@@ -127,7 +127,11 @@ def _run_process(run, opt, rank, world_size, local_rank):
     if rank != 0:  # logs, tables, plots and checkpoints come from rank 0
         sys.stdout = open(os.devnull, 'w')
     try:
-        return run(opt, process)
+        result = run(opt, process)
+        # every process done before any tears its group down: one leaving early (rank 0 still writing a
+        # checkpoint, say) has made gloo abort the other's exit now and then
+        dist.barrier()
+        return result
     except StoppedByMain:
         return None
     finally:
