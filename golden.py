@@ -95,9 +95,9 @@ class Report:
         return '\n'.join(lines + ([''] + footnotes if footnotes else []))
 
 
-def model_opt(netType, dataset, memory):
+def model_opt(netType, dataset, memory, kernels='aten'):
     return SimpleNamespace(netType=netType, dataset=dataset, optnet=memory == 'recompute', optMemory=0,
-                           shareGradInput=memory == 'share')
+                           shareGradInput=memory == 'share', kernels=kernels)
 
 
 def bns(module):

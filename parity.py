@@ -64,13 +64,14 @@ class _RecordingLoss(nn.CrossEntropyLoss):
         return loss
 
 
-def check_gunn15(report, dirs=SEARCH_DIRS, memory='share', device='cpu'):
+def check_gunn15(report, dirs=SEARCH_DIRS, memory='share', device='cpu', kernels='aten'):
     meta, t = load_case('gunn15_cifar10', dirs)
     T = lambda key: torch.from_numpy(np.array(t[key])).to(device)  # noqa: E731
     target = T('target') - 1
-    case = f'gunn15_cifar10 [{memory}]' + (f' {device}' if device != 'cpu' else '')
+    case = f'gunn15_cifar10 [{memory}]' if kernels == 'aten' else f'gunn15_cifar10 [{memory}, {kernels}]'
+    case += f' {device}' if device != 'cpu' else ''
 
-    model = models.create(model_opt('gunn-15', 'cifar10', memory)).double()
+    model = models.create(model_opt('gunn-15', 'cifar10', memory, kernels)).double()
     report.add(case, 'print(model) differs', 'text', float(models.lua_string(model) != meta['model_string']), 0,
                absolute=True)
     load_golden_state(model, meta, t, 'init/param/')
@@ -94,7 +95,7 @@ def check_gunn15(report, dirs=SEARCH_DIRS, memory='share', device='cpu'):
     report.add(case, 'running stats', 'float64', bn_errors(model, meta, t, 'f64/fwd/bn/'), 1e-10)
 
     # three steps of Trainer.train on the golden batches, from the initial weights again
-    model = models.create(model_opt('gunn-15', 'cifar10', memory)).double()
+    model = models.create(model_opt('gunn-15', 'cifar10', memory, kernels)).double()
     load_golden_state(model, meta, t, 'init/param/')
     model.to(device)
     opt = SimpleNamespace(dataset='cifar10', nEpochs=300, LR=0.1, momentum=0.9, weightDecay=1e-4,
@@ -120,7 +121,7 @@ def check_gunn15(report, dirs=SEARCH_DIRS, memory='share', device='cpu'):
                    rel_err(model(T('eval_input').double()), t['f64/train/after3/eval_logits']), 1e-8)
 
     # float32 is well conditioned in the forward pass only (golden README)
-    model = models.create(model_opt('gunn-15', 'cifar10', memory))
+    model = models.create(model_opt('gunn-15', 'cifar10', memory, kernels))
     load_golden_state(model, meta, t, 'init/param/')
     with torch.no_grad():
         report.add(case, 'logits', 'float32', rel_err(model.to(device)(T('input')), t['f32/fwd/logits']), 1e-5)

@@ -23,6 +23,7 @@ import models
 import golden
 import parity
 from ddp_one_gpu import ONE_GPU, train_two_steps
+from models import fused_gunn_layer
 from models.gunn_layer import MEMORY_MODES
 from test_gunn_layer import assert_same_run, pair, run
 from test_main import ROOT
@@ -131,22 +132,43 @@ def assert_all_within(report):
     assert report.rows and not failed, '\n' + report.table()
 
 
-def test_golden_gunn_layers_on_cuda(exact_cuda):
+# (the fused Triton path on a GPU only: elsewhere it falls back to the aten path, tested above)
+PATHS = [(memory, 'aten') for memory in MEMORY_MODES] + [
+    pytest.param(memory, 'triton', marks=on_gpu_only) for memory in ('share', 'recompute')]
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """How many GunnLayer forwards the fused Triton path ran (so that a silent fallback cannot pass)."""
+    calls = []
+    fused = fused_gunn_layer.forward
+    monkeypatch.setattr(fused_gunn_layer, 'forward', lambda layer, x: calls.append(1) or fused(layer, x))
+    return calls
+
+
+def assert_fused_ran(kernels, fused_calls):
+    assert bool(fused_calls) == (kernels == 'triton'), len(fused_calls)
+
+
+@pytest.mark.parametrize('memory,kernels', PATHS)
+def test_golden_gunn_layers_on_cuda(memory, kernels, exact_cuda, fused_calls):
     report = golden.Report()
     for case in ('gunnlayer_cifar', 'gunnlayer_imagenet'):
-        parity.check_gunnlayer(report, case, device=DEVICE.type)
-    assert len(report.rows) == 30
+        parity.check_gunnlayer(report, case, modes=(memory,), device=DEVICE.type, kernels=kernels)
+    assert len(report.rows) == 10
     assert_all_within(report)
+    assert_fused_ran(kernels, fused_calls)
 
 
-@pytest.mark.parametrize('memory', MEMORY_MODES)
-def test_golden_gunn15_step_on_cuda(memory, exact_cuda):
+@pytest.mark.parametrize('memory,kernels', PATHS)
+def test_golden_gunn15_step_on_cuda(memory, kernels, exact_cuda, fused_calls):
     if golden.find_case('gunn15_cifar10', GOLDEN_DIRS) is None:
         pytest.skip(f'the gunn-15 golden files are in neither ../shared/parity nor {BUNDLE} (tools/gpu_bundle.sh)')
     report = golden.Report()
-    parity.check_gunn15(report, GOLDEN_DIRS, memory, device=DEVICE.type)
+    parity.check_gunn15(report, GOLDEN_DIRS, memory, device=DEVICE.type, kernels=kernels)
     assert len(report.rows) == 14
     assert_all_within(report)
+    assert_fused_ran(kernels, fused_calls)
 
 
 # ---- -cudaGraph: the captured step against the eager one ----
