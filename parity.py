@@ -28,6 +28,12 @@ from golden import (SEARCH_DIRS, Report, bn_errors, find_case, load_case, load_g
 from train import Trainer
 
 
+def _row_name(case, memory, kernels, device):
+    """A report row's case: the golden case, the path, and the device where it is not the CPU."""
+    path = memory if kernels == 'aten' else f'{memory}, {kernels}'
+    return f'{case} [{path}]' + (f' {device}' if device != 'cpu' else '')
+
+
 def check_gunnlayer(report, case, dirs=SEARCH_DIRS, modes=models.gunn_layer.MEMORY_MODES, device='cpu',
                     kernels='aten'):
     """One GunnLayer(16, 4) in float64: train output, gradients, running statistics, eval output."""
@@ -41,8 +47,7 @@ def check_gunnlayer(report, case, dirs=SEARCH_DIRS, modes=models.gunn_layer.MEMO
         x = torch.from_numpy(np.array(t['input'])).to(device).requires_grad_()
         out = layer(x)
         out.backward(torch.from_numpy(np.array(t['grad_output'])).to(device))
-        name = f'{case} [{memory}]' if kernels == 'aten' else f'{case} [{memory}, {kernels}]'
-        name += f' {device}' if device != 'cpu' else ''
+        name = _row_name(case, memory, kernels, device)
         report.add(name, 'train output', 'float64', rel_err(out, t['output_train']), tol)
         report.add(name, 'gradInput', 'float64', rel_err(x.grad, t['grad_input']), tol)
         report.add(name, 'gradParameters', 'float64',
@@ -68,8 +73,7 @@ def check_gunn15(report, dirs=SEARCH_DIRS, memory='share', device='cpu', kernels
     meta, t = load_case('gunn15_cifar10', dirs)
     T = lambda key: torch.from_numpy(np.array(t[key])).to(device)  # noqa: E731
     target = T('target') - 1
-    case = f'gunn15_cifar10 [{memory}]' if kernels == 'aten' else f'gunn15_cifar10 [{memory}, {kernels}]'
-    case += f' {device}' if device != 'cpu' else ''
+    case = _row_name('gunn15_cifar10', memory, kernels, device)
 
     model = models.create(model_opt('gunn-15', 'cifar10', memory, kernels)).double()
     report.add(case, 'print(model) differs', 'text', float(models.lua_string(model) != meta['model_string']), 0,
