@@ -8,6 +8,7 @@ BatchNorm running statistics and evaluates its slice of each test batch with the
 DataParallelTable did (it synchronised the parameters only); checkpoints hold rank 0's, as the original
 saved GPU 1's model.
 """
+import gc
 import inspect
 import logging
 import math
@@ -128,13 +129,15 @@ def _run_process(run, opt, rank, world_size, local_rank):
         sys.stdout = open(os.devnull, 'w')
     try:
         result = run(opt, process)
-        # every process done before any tears its group down: one leaving early (rank 0 still writing a
-        # checkpoint, say) has made gloo abort the other's exit now and then
-        dist.barrier()
+        dist.barrier()  # every process done (rank 0's checkpoint written) before any tears its group down
         return result
     except StoppedByMain:
         return None
     finally:
+        # A finished run's DistributedDataParallel sits in reference cycles that hold the process group;
+        # left to the interpreter's exit, gloo's threads are destroyed in mid-teardown, and now and then
+        # a process aborted ("terminate called without an active exception") after training had ended.
+        gc.collect()
         dist.destroy_process_group()
 
 
