@@ -76,8 +76,22 @@ def seconds_per_step(run, device, steps, warmup, rounds):
     return sorted(times)[len(times) // 2]
 
 
+def top_kernels(run, device, steps, top):
+    """The `top` kernels (device) or operators (CPU) by self time over `steps` profiled calls of run:
+    [name, ms per step, calls per step], the largest first."""
+    cuda = device.type == 'cuda'
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    with torch.profiler.profile(activities=activities) as profile:
+        for _ in range(steps):
+            run()
+        _sync(device)
+    events = [(e.key, (e.self_device_time_total if cuda else e.self_cpu_time_total) / 1000 / steps, e.count / steps)
+              for e in profile.key_averages()]
+    return sorted((e for e in events if e[1] > 0), key=lambda e: -e[1])[:top]
+
+
 def measure(args, dataset, size, device, batch, path, execution, precision, layout, mode):
-    """One row: ms/step, images/s and peak memory of one combination."""
+    """One row: ms/step, images/s and peak memory of one combination (and its top kernels with -profile)."""
     model = build(args.netType, dataset, path, device, layout, args.bnSplit)
     opt = SimpleNamespace(dataset=dataset, nEpochs=1, LR=0.01, momentum=0.9, weightDecay=1e-4, precision=precision,
                           progress='lines', cudaGraph=execution == 'graph')
@@ -101,7 +115,10 @@ def measure(args, dataset, size, device, batch, path, execution, precision, layo
         torch.cuda.reset_peak_memory_stats(device)
     seconds = seconds_per_step(run, device, args.steps, args.warmup, args.rounds)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == 'cuda' else None
-    return dict(ms_per_step=1000 * seconds, images_per_s=batch / seconds, peak_mb=peak)
+    row = dict(ms_per_step=1000 * seconds, images_per_s=batch / seconds, peak_mb=peak)
+    if args.profile:
+        row['top_kernels'] = top_kernels(run, device, args.steps, args.profile)
+    return row
 
 
 def describe(device):
@@ -139,6 +156,8 @@ def parse(argv):
     a('-warmup', type=int, default=6, help='untimed steps first (a CUDA graph is captured after 3)')
     a('-inference', action='store_true', help='also time eval-mode forward passes (eager)')
     a('-device', default='auto', choices=('auto', 'cuda', 'cpu'))
+    a('-profile', type=int, default=0, metavar='N',
+      help='also list each row\'s N kernels of the most device time (CPU: operators), from torch.profiler')
     a('-json', default=None, help='also write the results to this file (rewritten after every row)')
     args = p.parse_args(argv)
     lists = {k: getattr(args, k).split(',') for k in ('paths', 'exec', 'precision', 'layout')}
@@ -202,6 +221,8 @@ def main(argv=None):
                 ratio = f'{row["ratio"]:7.2f}x' if base else f'{"-":>8}'
                 peak = f'{row["peak_mb"]:8.0f}' if row['peak_mb'] is not None else f'{"-":>8}'
                 print(f'{label} {row["ms_per_step"]:9.2f} {row["images_per_s"]:9.1f} {ratio} {peak}', flush=True)
+                for name, ms, calls in row.get('top_kernels', ()):
+                    print(f'    {ms:8.3f} ms/step {calls:6.0f} calls/step  {name[:120]}', flush=True)
             if args.json:
                 with open(args.json + '.tmp', 'w') as f:
                     json.dump({**header, 'results': results}, f, indent=1)

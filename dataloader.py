@@ -7,7 +7,7 @@ import torch.utils.data
 
 import datasets
 from datasets import transforms
-from distributed import slice_sizes
+from distributed import slice_sizes, uses_cuda
 from errors import GunnError
 from torch7_random import Torch7Draws, Torch7Generator
 
@@ -141,7 +141,17 @@ class _Batches(torch.utils.data.Dataset):
                 'indices': torch.tensor(indices, dtype=torch.int64)}
 
 
-class DataLoader:
+class _Closes:
+    """``with loader:`` closes it at the end of the block."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class DataLoader(_Closes):
     """Iterates over one split in batches of ``batchSize`` images (the last one partial).
 
     Order: the train split is shuffled every epoch with a permutation drawn from (opt.manualSeed, epoch),
@@ -188,9 +198,16 @@ class DataLoader:
         self._loader = torch.utils.data.DataLoader(
             _Batches(dataset, opt.manualSeed, threads), batch_size=None, sampler=self._order,
             num_workers=opt.nThreads, persistent_workers=opt.nThreads > 0,
-            pin_memory=torch.cuda.is_available(), worker_init_fn=_worker_init,
+            pin_memory=uses_cuda(opt), worker_init_fn=_worker_init,
             # Its own generator: DataLoader would otherwise draw worker seeds from the global one.
             generator=torch.Generator())
+
+    def close(self):
+        """Stops the worker processes now. Left to interpreter exit, a torch that pins memory with persistent
+        workers (2.11 on an H100, for one) waits 5 s for each worker, which was never told to stop (pytorch#81794)."""
+        iterator, self._loader._iterator = self._loader._iterator, None
+        if iterator is not None:
+            iterator._shutdown_workers()
 
     def size(self):
         """Number of batches per epoch."""
@@ -215,7 +232,7 @@ class DataLoader:
             yield n, sample
 
 
-class FixedBatches:
+class FixedBatches(_Closes):
     """Batches already in memory, behind the DataLoader interface that Trainer uses (parity checks, tests).
 
     Each batch is a dict with 'input', 'target' (0-based) and 'batchTotal' (the global batch size)."""
@@ -229,3 +246,6 @@ class FixedBatches:
 
     def run(self, epoch):
         yield from enumerate(self.batches, 1)
+
+    def close(self):
+        pass  # no workers

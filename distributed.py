@@ -49,7 +49,7 @@ def _under_torchrun():
     return 'RANK' in os.environ and 'WORLD_SIZE' in os.environ and 'LOCAL_RANK' in os.environ
 
 
-def _use_cuda(opt):
+def uses_cuda(opt):
     gpus = torch.cuda.device_count() if opt.device != 'cpu' else 0
     if opt.device == 'cuda' and gpus == 0:
         raise GunnError('-device cuda, but no GPU is visible')
@@ -62,7 +62,7 @@ def check(opt):
         world_size = int(os.environ['WORLD_SIZE'])
     else:
         world_size = opt.nGPU
-        gpus = torch.cuda.device_count() if _use_cuda(opt) else 0
+        gpus = torch.cuda.device_count() if uses_cuda(opt) else 0
         if gpus and opt.nGPU > gpus:
             raise GunnError(f'-nGPU {opt.nGPU}, but only {gpus} GPU(s) are visible: {_same_experiment(opt, gpus)} '
                             'runs the same experiment (the same BatchNorm groups and updates) on them')
@@ -116,7 +116,7 @@ def _child(index, run, opt):
 
 
 def _run_process(run, opt, rank, world_size, local_rank):
-    cuda = _use_cuda(opt)
+    cuda = uses_cuda(opt)
     device = f'cuda:{local_rank}' if cuda else 'cpu'
     if cuda:
         torch.cuda.set_device(local_rank)

@@ -46,43 +46,44 @@ def run(opt, process):
 
     # Data loading
     trainLoader, valLoader = DataLoader.create(opt, process.rank, process.world_size, streams)
-    models.check_classes(model, len(trainLoader.classList), opt)
+    with trainLoader, valLoader:  # their worker processes stop when the run ends, also on an error
+        models.check_classes(model, len(trainLoader.classList), opt)
 
-    # The trainer handles the training loop and evaluation on validation set
-    trainer = Trainer(model, criterion, opt, optimState, process, checkpoint and checkpoint.get('scaler'))
+        # The trainer handles the training loop and evaluation on validation set
+        trainer = Trainer(model, criterion, opt, optimState, process, checkpoint and checkpoint.get('scaler'))
 
-    if opt.testOnly:
-        top1, top5 = trainer.test(0, valLoader)
-        print(' * Results top1: %6.3f  top5: %6.3f' % (top1, top5))
-        return
+        if opt.testOnly:
+            top1, top5 = trainer.test(0, valLoader)
+            print(' * Results top1: %6.3f  top5: %6.3f' % (top1, top5))
+            return
 
-    startEpoch = checkpoint['epoch'] + 1 if checkpoint else opt.epochNumber
-    bestTop1 = checkpoint['bestTop1'] if checkpoint else math.inf
-    bestTop5 = checkpoint['bestTop5'] if checkpoint else math.inf
-    log = EpochLog(opt.save, startEpoch) if process.is_main else None
-    for epoch in range(startEpoch, opt.nEpochs + 1):
-        started = time.perf_counter()
-        # Train for a single epoch
-        trainTop1, trainTop5, trainLoss = trainer.train(epoch, trainLoader)
-        trainSeconds = time.perf_counter() - started
+        startEpoch = checkpoint['epoch'] + 1 if checkpoint else opt.epochNumber
+        bestTop1 = checkpoint['bestTop1'] if checkpoint else math.inf
+        bestTop5 = checkpoint['bestTop5'] if checkpoint else math.inf
+        log = EpochLog(opt.save, startEpoch) if process.is_main else None
+        for epoch in range(startEpoch, opt.nEpochs + 1):
+            started = time.perf_counter()
+            # Train for a single epoch
+            trainTop1, trainTop5, trainLoss = trainer.train(epoch, trainLoader)
+            trainSeconds = time.perf_counter() - started
 
-        # Run model on validation set
-        testTop1, testTop5 = trainer.test(epoch, valLoader)
+            # Run model on validation set
+            testTop1, testTop5 = trainer.test(epoch, valLoader)
 
-        bestModel = testTop1 < bestTop1
-        if bestModel:
-            bestTop1, bestTop5 = testTop1, testTop5
-            print(' * Best model ', '%.14g' % testTop1, '%.14g' % testTop5, sep='\t')
+            bestModel = testTop1 < bestTop1
+            if bestModel:
+                bestTop1, bestTop5 = testTop1, testTop5
+                print(' * Best model ', '%.14g' % testTop1, '%.14g' % testTop5, sep='\t')
 
-        if process.is_main:
-            checkpoints.save(epoch, model, trainer.optimState, bestModel, opt, (bestTop1, bestTop5),
-                             process.world_size, trainer.scalerState, rng=streams and streams.state_dict())
-            log.add(epoch=epoch, lr=trainer.learningRate(epoch), train_loss=trainLoss, train_top1=trainTop1,
-                    train_top5=trainTop5, test_top1=testTop1, test_top5=testTop5,
-                    seconds=round(time.perf_counter() - started, 3),
-                    images_per_s=round(trainLoader.numImages() / trainSeconds, 1))
+            if process.is_main:
+                checkpoints.save(epoch, model, trainer.optimState, bestModel, opt, (bestTop1, bestTop5),
+                                 process.world_size, trainer.scalerState, rng=streams and streams.state_dict())
+                log.add(epoch=epoch, lr=trainer.learningRate(epoch), train_loss=trainLoss, train_top1=trainTop1,
+                        train_top5=trainTop5, test_top1=testTop1, test_top5=testTop5,
+                        seconds=round(time.perf_counter() - started, 3),
+                        images_per_s=round(trainLoader.numImages() / trainSeconds, 1))
 
-    print(' * Finished top1: %6.3f  top5: %6.3f' % (bestTop1, bestTop5))
+        print(' * Finished top1: %6.3f  top5: %6.3f' % (bestTop1, bestTop5))
 
 
 if __name__ == '__main__':

@@ -20,3 +20,26 @@ def test_bench_writes_rows_with_the_baseline_first(tmp_path, one_thread):
     assert all(r['images_per_s'] > 0 and r['ratio'] > 0 and r['peak_mb'] is None for r in measured)
     reasons = {r['skipped'].split(' (known:')[0] for r in result['results'] if 'skipped' in r}
     assert reasons == {'CUDA graphs need a GPU', "no path 'nowhere' in this build"}
+
+
+def test_profile_lists_each_rows_top_operators(tmp_path, one_thread, capsys):
+    out = tmp_path / 'bench.json'
+    bench.main(['-netType', 'gunn-mini', '-batchSizes', '2', '-paths', 'share', '-baseline', 'none', '-steps', '2',
+                '-rounds', '1', '-warmup', '1', '-device', 'cpu', '-profile', '4', '-json', str(out)])
+    (row,) = json.loads(out.read_text())['results']
+    top = row['top_kernels']
+    assert len(top) == 4 and all(isinstance(name, str) and ms > 0 and calls > 0 for name, ms, calls in top)
+    assert [ms for _, ms, _ in top] == sorted((ms for _, ms, _ in top), reverse=True)
+    assert any('convolution' in name for name, _, _ in top)  # the step's largest CPU operators
+    assert f'calls/step  {top[0][0]}' in capsys.readouterr().out
+
+
+def test_grid_sweep_sets_the_fused_grid_for_each_run(monkeypatch):
+    from models import fused_gunn_layer
+    from tools import fused_grid_sweep
+    seen = []
+    monkeypatch.setattr(fused_gunn_layer, 'PROGRAMS_PER_SM', fused_gunn_layer.PROGRAMS_PER_SM)
+    monkeypatch.setattr(bench, 'main', lambda argv: seen.append((fused_gunn_layer.PROGRAMS_PER_SM, argv)))
+    fused_grid_sweep.main(['-programs', '2,16', '-netType', 'gunn-15', '-exec', 'graph'])
+    assert seen == [(p, ['-paths', 'triton', '-baseline', 'none', '-netType', 'gunn-15', '-exec', 'graph'])
+                    for p in (2, 16)]

@@ -12,7 +12,8 @@ N = 23
 
 
 def options(**changes):
-    opt = dict(data='', dataset='cifar10', gen='unused', manualSeed=5, nThreads=0, batchSize=5, tenCrop=False)
+    opt = dict(data='', dataset='cifar10', gen='unused', manualSeed=5, nThreads=0, batchSize=5, tenCrop=False,
+               device='cpu')
     opt.update(changes)
     return types.SimpleNamespace(**opt)
 
@@ -136,3 +137,17 @@ def test_an_unreadable_image_is_a_one_line_error_from_workers_too(threads):
     with pytest.raises(GunnError) as e:
         epoch(loader, 1)
     assert str(e.value) == 'cannot read image data/train/a/7.jpg: cannot identify image file'
+
+
+def test_close_stops_the_persistent_workers_and_a_later_epoch_starts_new_ones():
+    """Left to interpreter exit, torch 2.11 with pinned memory waited 5 s per worker (main.py stops them)."""
+    with DataLoader(cifar_like('train'), options(nThreads=2), 'train') as loader:
+        first = epoch(loader, 1)
+        workers = loader._loader._iterator._workers
+        assert all(w.is_alive() for w in workers)  # persistent between epochs
+        loader.close()
+        assert not any(w.is_alive() for w in workers)
+        assert same(epoch(loader, 1), first)
+        workers = loader._loader._iterator._workers
+    assert not any(w.is_alive() for w in workers)
+    loader.close()  # again: nothing left to stop

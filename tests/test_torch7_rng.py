@@ -124,7 +124,8 @@ N = 13
 
 
 def loader_options(**changes):
-    opt = dict(data='', dataset='cifar10', gen='unused', manualSeed=5, nThreads=2, batchSize=3, tenCrop=False)
+    opt = dict(data='', dataset='cifar10', gen='unused', manualSeed=5, nThreads=2, batchSize=3, tenCrop=False,
+               device='cpu')
     opt.update(changes)
     return types.SimpleNamespace(**opt)
 

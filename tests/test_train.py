@@ -35,7 +35,7 @@ def test_ten_crop_test_sums_the_crops(tmp_path):
     """The original crashes in ten-crop testing (its loss sees ten outputs per target); ours scores them."""
     image_tree(tmp_path / 'data')
     opt = SimpleNamespace(dataset='imagenet', data=str(tmp_path / 'data'), gen=str(tmp_path / 'gen'),
-                          manualSeed=0, nThreads=0, batchSize=20, tenCrop=True)
+                          manualSeed=0, nThreads=0, batchSize=20, tenCrop=True, device='cpu')
     _, val = DataLoader.create(opt)
     assert val.nCrops == 10 and val.batchSize == 2
     torch.manual_seed(0)

@@ -8,17 +8,20 @@
 # Stages, most important first, each with its own time limit and all of them within GPU_CHECK_SECONDS (default
 # 450; a stage that would start with less than 20 s left is skipped), so that a slow stage loses the least:
 #   env            GPU, driver, torch, triton versions
-#   bench-fp32     bench.py gunn-15, batch 64 and 256: plain and share paths, eager and CUDA graph, float32
-#   bench-triton   the same for the fused Triton path (-kernels triton), with the plain baseline of its own run
 #   main-epoch     main.py on a CIFAR-10-sized epoch (50,000 synthetic images in the real file format) with the
 #                  README's command, -bnSplit 4 and the fast options; images/s from log.csv
-#   pytest-cuda    pytest -m cuda over the whole repository
+#   pytest-cuda    pytest -m cuda over the whole repository (150 s per test where pytest-timeout is installed)
+#   bench-fp32     bench.py gunn-15, batch 64 and 256: plain and share paths, eager and CUDA graph, float32
+#   bench-triton   the same for the fused Triton path (-kernels triton), with the plain baseline of its own run
+#   profile        the 15 kernels of most device time in the share and triton paths' gunn-15 step, batch 64
+#   grid-sweep     the triton path's gunn-15 step for 4, 8, 16 and 32 persistent programs per SM (CUDA graph)
+#   bench-gunn18   gunn-18 at 224x224, batch 64: every path, eager and CUDA graph, float32
 #   bench-bnsplit  share and triton paths as CUDA graphs at batch 64 with -bnSplit 4 (as the main-epoch command)
 #   bench-bf16     share and triton paths as CUDA graphs in bf16 autocast, NCHW and channels_last
-#   bench-gunn18   gunn-18 at 224x224, batch 64: every path, eager and CUDA graph, float32
-# Writes OUTDIR/<stage>.log, bench-*.json, main-epoch/ (log.csv, the run's output), stages.tsv, summary.txt and
-# summary.json, and prints the summary table last. A stage stopped at its limit gets SIGABRT first, so that
-# Python prints where every thread was (PYTHONFAULTHANDLER).
+# Writes OUTDIR/<stage>.log, bench-*.json, profile-gunn15.json, main-epoch/ (log.csv, run.json, the run's output),
+# stages.tsv, summary.txt and summary.json, packs them all into OUTDIR/gpu_check.tgz as well, and prints the
+# summary table last. A stage stopped at its limit gets SIGABRT first, so that Python prints where every thread
+# was (PYTHONFAULTHANDLER).
 set -u
 cd "$(dirname "$0")/.."
 if [ $# -lt 1 ] || [ "${1#-}" != "$1" ]; then
@@ -103,7 +106,9 @@ PY
 export -f env_report
 
 # The README's CIFAR-10 command with -bnSplit 4 for one epoch; the fastest options this build has, falling back
-# to fewer if a run fails (the log says which options each attempt used).
+# to fewer if a run fails (the log says which options each attempt used). Each attempt is stopped after
+# EPOCH_SECONDS; log.csv is kept even from an attempt that fails or hangs after its epoch, and run.json says how
+# long the whole process took (a slow exit shows as the difference to log.csv's seconds).
 main_epoch() {
     "$PYTHON" tools/make_cifar.py "$WORK/cifar" -train "$EPOCH_IMAGES" -test "$EPOCH_TEST_IMAGES" || return 1
     local fast=(-cudaGraph true)
@@ -111,42 +116,54 @@ main_epoch() {
     local attempts=("${fast[*]}" "-cudaGraph true" "")
     [ ${#fast[@]} = 2 ] && attempts=("${fast[*]}" "")
     mkdir -p "$OUT/main-epoch"
+    local options begin rc
     for options in "${attempts[@]}"; do
         echo "--- main.py with options: ${options:-(none)}"
         rm -rf "$WORK/save"
+        begin=$(date +%s)
         # shellcheck disable=SC2086
-        if "$PYTHON" main.py -netType "$EPOCH_NET" -dataset cifar10 -batchSize 64 -bnSplit 4 -nEpochs 1 \
-                -data "$WORK/cifar" -gen "$WORK/gen" -save "$WORK/save" -nThreads 8 -device "$EPOCH_DEVICE" \
-                $options > "$OUT/main-epoch/output.txt" 2>&1; then
-            cp "$WORK/save/log.csv" "$OUT/main-epoch/log.csv"
-            printf '{"options": "%s", "images": %d}\n' "$options" "$EPOCH_IMAGES" > "$OUT/main-epoch/run.json"
-            tail -n 3 "$OUT/main-epoch/output.txt"
-            return 0
-        fi
-        tail -n 5 "$OUT/main-epoch/output.txt"
+        timeout -s ABRT -k 5 "$EPOCH_SECONDS" "$PYTHON" main.py -netType "$EPOCH_NET" -dataset cifar10 \
+            -batchSize 64 -bnSplit 4 -nEpochs 1 -data "$WORK/cifar" -gen "$WORK/gen" -save "$WORK/save" -nThreads 8 \
+            -device "$EPOCH_DEVICE" $options > "$OUT/main-epoch/output.txt" 2>&1
+        rc=$?
+        [ -f "$WORK/save/log.csv" ] && cp "$WORK/save/log.csv" "$OUT/main-epoch/log.csv"
+        printf '{"options": "%s", "images": %d, "exit_code": %d, "process_seconds": %d}\n' "$options" \
+            "$EPOCH_IMAGES" $rc $(($(date +%s) - begin)) > "$OUT/main-epoch/run.json"
+        tail -n 3 "$OUT/main-epoch/output.txt"
+        [ $rc = 0 ] && return 0
     done
     return 1
 }
 export -f main_epoch
 
+PYTEST_TIMEOUT=()  # one slow test must not use up the stage (pytest-timeout, where installed)
+"$PYTHON" -c 'import pytest_timeout' 2>/dev/null && PYTEST_TIMEOUT=(-p pytest_timeout --timeout 150)
+
 stage env 30 bash -c env_report
-stage bench-fp32 150 "$PYTHON" bench.py "${BENCH15[@]}" -paths plain,share -exec eager,graph -precision single \
-    -json "$OUT/bench-gunn15-fp32.json"
-stage bench-triton 150 "$PYTHON" bench.py "${BENCH15[@]}" -paths triton -exec eager,graph -precision single \
-    -json "$OUT/bench-gunn15-triton.json"
+export EPOCH_SECONDS=$((130 * SCALE))
 stage main-epoch 150 bash -c main_epoch
 if [ $DRY = 1 ]; then  # the cuda tests skip on the CPU: collect them all, show the reasons
     stage pytest-cuda 200 "$PYTHON" -m pytest -m cuda -v -rs -p no:cacheprovider --continue-on-collection-errors
 else
     stage pytest-cuda 240 "$PYTHON" -m pytest -m cuda -v -rs -p no:cacheprovider --continue-on-collection-errors \
-        --durations=15 --junitxml="$OUT/pytest-cuda.xml"
+        --durations=15 --junitxml="$OUT/pytest-cuda.xml" "${PYTEST_TIMEOUT[@]}"
 fi
+stage bench-fp32 150 "$PYTHON" bench.py "${BENCH15[@]}" -paths plain,share -exec eager,graph -precision single \
+    -json "$OUT/bench-gunn15-fp32.json"
+stage bench-triton 150 "$PYTHON" bench.py "${BENCH15[@]}" -paths triton -exec eager,graph -precision single \
+    -json "$OUT/bench-gunn15-triton.json"
+# where the step's time goes: the kernels of the share and triton paths, eager (a graph replays the same ones)
+stage profile 90 "$PYTHON" bench.py "${BENCH15[@]}" -batchSizes $SMALL_BATCH -paths share,triton -exec eager \
+    -precision single -profile 15 -json "$OUT/profile-gunn15.json"
+stage grid-sweep 120 "$PYTHON" tools/fused_grid_sweep.py "${BENCH15[@]}" -exec graph -precision single
+stage bench-gunn18 120 "$PYTHON" bench.py "${BENCH18[@]}" -paths plain,share,triton -exec eager,graph \
+    -precision single -json "$OUT/bench-gunn18-fp32.json"
 stage bench-bnsplit 60 "$PYTHON" bench.py "${BENCH15[@]}" -batchSizes $SMALL_BATCH -paths share,triton -exec graph \
     -precision single -bnSplit 4 -json "$OUT/bench-gunn15-bnsplit4.json"
 stage bench-bf16 120 "$PYTHON" bench.py "${BENCH15[@]}" -paths share,triton -exec graph -precision bf16 \
     -layout nchw,nhwc -json "$OUT/bench-gunn15-bf16.json"
-stage bench-gunn18 120 "$PYTHON" bench.py "${BENCH18[@]}" -paths plain,share,triton -exec eager,graph \
-    -precision single -json "$OUT/bench-gunn18-fp32.json"
 
 echo "== total $(($(date +%s) - START))s"
 "$PYTHON" tools/gpu_summary.py "$OUT" | tee "$OUT/summary.txt"
+# everything in one file too, for hosts that hand back only a few files
+tar czf "$WORK/gpu_check.tgz" -C "$OUT" . && mv "$WORK/gpu_check.tgz" "$OUT/"
