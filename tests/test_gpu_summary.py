@@ -20,14 +20,15 @@ def test_summary_reads_every_stage_and_judges_the_targets(tmp_path, capsys):
     (tmp_path / 'main-epoch').mkdir()
     (tmp_path / 'main-epoch' / 'log.csv').write_text('epoch,lr,train_loss,train_top1,train_top5,test_top1,test_top5,'
                                                      'seconds,images_per_s\n1,0.1,2.3,90,50,90,50,14.0,5000.0\n')
-    (tmp_path / 'main-epoch' / 'run.json').write_text('{"options": "-cudaGraph true", "images": 50000}')
+    (tmp_path / 'main-epoch' / 'run.json').write_text('{"options": "-cudaGraph true", "images": 50000, '
+                                                      '"exit_code": 0, "process_seconds": 31}')
     (tmp_path / 'pytest-cuda.log').write_text('tests/test_cuda.py::test_a PASSED [ 50%]\n'
                                               'tests/test_cuda.py::test_b FAILED [100%]\n')
     gpu_summary.main(str(tmp_path))
     text = capsys.readouterr().out
     assert 'pytest-cuda    stopped at 240s' in text and 'FAILED tests/test_cuda.py::test_b' in text
     assert 'skipped: failed: boom' in text
-    assert '10.0 s of training for 50,000 images' in text
+    assert '10.0 s of training for 50,000 images' in text and 'took 31 s from start to exit (code 0)' in text
     verdicts = {t['goal']: (t['verdict'], t['measured']) for t in json.loads((tmp_path / 'summary.json').read_text())['targets']}
     assert verdicts['gunn-15 batch 64 float32 >= 8x plain'] == (
         'met', '9.00x, 5400 img/s (share graph single nchw, peak 2900 MB vs plain 3000 MB)')

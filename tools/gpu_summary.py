@@ -77,7 +77,8 @@ def read_epoch(out):
         run = json.load(f)  # the options and the number of training images
     images_per_s = float(rows[0]['images_per_s'])
     return {'images': run['images'], 'images_per_s': images_per_s, 'train_seconds': run['images'] / images_per_s,
-            'epoch_seconds_with_test': float(rows[0]['seconds']), 'options': run['options'] or '(none)'}
+            'epoch_seconds_with_test': float(rows[0]['seconds']), 'options': run['options'] or '(none)',
+            'process_seconds': run.get('process_seconds'), 'exit_code': run.get('exit_code', 0)}
 
 
 def key(row):
@@ -183,7 +184,9 @@ def main(out):
     else:
         lines.append(f'main.py CIFAR-10-sized epoch (options {epoch["options"]}): {epoch["images_per_s"]:.0f} img/s '
                      f'= {epoch["train_seconds"]:.1f} s of training for {epoch["images"]:,} images; '
-                     f'{epoch["epoch_seconds_with_test"]:.1f} s with the test pass')
+                     f'{epoch["epoch_seconds_with_test"]:.1f} s with the test pass'
+                     + (f'; the process took {epoch["process_seconds"]} s from start to exit (code {epoch["exit_code"]})'
+                        if epoch['process_seconds'] is not None else ''))
     goals = targets(benches, epoch, tests)
     lines += ['', 'issue #10 targets:'] + [f'  {g:<44} {v:<8} {m}' for g, m, v in goals]
     print('\n'.join(lines))
