@@ -137,7 +137,7 @@ main_epoch() {
 export -f main_epoch
 
 PYTEST_TIMEOUT=()  # one slow test must not use up the stage (pytest-timeout, where installed)
-"$PYTHON" -c 'import pytest_timeout' 2>/dev/null && PYTEST_TIMEOUT=(-p pytest_timeout --timeout 150)
+"$PYTHON" -c 'import pytest_timeout' 2>/dev/null && PYTEST_TIMEOUT=(--timeout 150)
 
 stage env 30 bash -c env_report
 export EPOCH_SECONDS=$((130 * SCALE))
