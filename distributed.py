@@ -50,6 +50,7 @@ def _under_torchrun():
 
 
 def uses_cuda(opt):
+    """Whether the run trains on GPUs: -device cuda, or auto with one visible."""
     gpus = torch.cuda.device_count() if opt.device != 'cpu' else 0
     if opt.device == 'cuda' and gpus == 0:
         raise GunnError('-device cuda, but no GPU is visible')
