@@ -19,10 +19,10 @@ import opts
 import parity_torch7
 from dataloader import DataLoader
 from datasets import transforms
-from datasets.cifar import VARIANTS, CifarDataset
 from errors import GunnError
 from models.setup import reset_classifier
 from torch7_random import Torch7Draws, Torch7Generator, read_torch7_state, seed_value
+from test_dataloader import cifar_like as dataloader_cifar_like, options
 from torch7_streams import RunStreams
 
 SHARED_MISSING = 'the Torch7 generator golden files live in ../shared/parity (always present in CI), not in the clone'
@@ -120,21 +120,15 @@ def test_golden_main_lua_run_is_reproduced_iteration_for_iteration(tmp_path):
 
 # ---- loader streams ----
 
-N = 13
+N = 13  # images of the split
 
 
 def loader_options(**changes):
-    opt = dict(data='', dataset='cifar10', gen='unused', manualSeed=5, nThreads=2, batchSize=3, tenCrop=False,
-               device='cpu')
-    opt.update(changes)
-    return types.SimpleNamespace(**opt)
+    return options(**{'nThreads': 2, 'batchSize': 3, **changes})
 
 
 def cifar_like(split):
-    generator = torch.Generator().manual_seed(1)
-    data = torch.randint(0, 256, (N, 3, 32, 32), dtype=torch.uint8, generator=generator)
-    info = {'classList': [str(i) for i in range(N)], split: {'data': data, 'labels': torch.arange(N)}}
-    return CifarDataset(info, split, VARIANTS['cifar10'].meanstd)
+    return dataloader_cifar_like(split, N)
 
 
 def lua_batches(opt, epochs):
