@@ -12,18 +12,22 @@ rounded once to float32; the last sample copies the last source sample. There is
 
 ``scale_reference`` is that recipe written out directly, one expression per pass. ``scale`` computes the
 same numbers bit for bit, faster (tests/test_bicubic.py holds the two together): the taps' positions and
-fractions are computed once per size pair and window; each pass gathers whole rows of taps with the
-resized axis outermost, so that each of the C's float32 roundings is one operation over contiguous memory;
-the source is read where it lies (a crop of the decoder's pixel-interleaved image needs no copy), and only
-the source pixels that the result, or its box, depends on; the row pass writes its result transposed,
-straight into the column pass's source; the scratch memory is small and kept from call to call.
+fractions are computed once per size pair and window; each pass runs over whole rows of taps with the
+resized axis outermost, so that the arithmetic is one loop over contiguous memory; the source is read
+where it lies (a crop of the decoder's pixel-interleaved image needs no copy), and only the source pixels
+that the result, or its box, depends on; the scratch memory is small and kept from call to call. The
+loops are C (datasets/bicubic.c, built on first use by datasets/bicubic_native.py), or, where no C
+compiler is at hand, the same arithmetic as torch operations, one per rounding of the C.
 """
 import functools
 import math
+import sys
 import threading
 from typing import NamedTuple
 
 import torch
+
+from datasets import bicubic_native
 
 
 def _fractional_positions(n, m):
@@ -192,19 +196,16 @@ _scratch = _Scratch()
 _TWO, _MINUS_FIVE, _THREE = (torch.tensor(c, dtype=torch.float32) for c in (2.0, -5.0, 3.0))
 
 
-def _resize_middle(src, out, n, taps):
-    """One pass of ``scale``: the middle axis of src [B, hi-lo, L] (float32, contiguous; the source
-    samples lo .. hi-1 of a line of n) resized as ``taps`` says, into out [B, count, L] (any strides: the
-    row pass writes its result transposed). The recipe of ``_cubic_resize_last``, with whole rows of L
-    samples as the samples."""
-    if out.numel() == 0:
-        return out
-    if taps.k == 0:
-        return out.copy_(src.expand_as(out) if n == 1 else src)
+def _interpolate(src, out, taps, lib):
+    """The interpolated rows out[:, :taps.k] of a pass (out [B, count, L], contiguous), in bicubic.c or
+    as torch operations: the recipe of ``_cubic_resize_last``, with whole rows of L samples as the samples."""
+    batch, rows, width = src.shape
     k = taps.k
-    if k < out.shape[1]:  # the window holds the last sample, a copy of the last source sample
-        out[:, k].copy_(src[:, -1])
-    batch, _, width = src.shape
+    if lib is not None:
+        assert src.is_contiguous() and out.is_contiguous() and out.shape[::2] == src.shape[::2]  # (raw pointers)
+        lib.gunn_cubic_pass(src.data_ptr(), batch, rows * width, width, taps.rows.data_ptr(), taps.frac.data_ptr(),
+                            k, taps.head, taps.tail, out.data_ptr(), out.shape[1] * width)
+        return
     work = _scratch.workspace(batch, k, width, taps.head, taps.tail)
     p0, p1, p2, p3, a2, inner = work.p0, work.p1, work.p2, work.p3, work.a2, work.inner
     torch.index_select(src, 1, taps.rows, out=work.taps)
@@ -219,26 +220,72 @@ def _resize_middle(src, out, n, taps):
     value = work.value.copy_(inner)
     torch.addcmul(work.p1d.copy_(p1), value, taps.half, out=value)
     out[:, :k].copy_(value)
+
+
+def _resize_middle(src, out, n, taps, lib):
+    """One pass of ``scale``: the middle axis of src [B, hi-lo, L] (float32, contiguous; the source
+    samples lo .. hi-1 of a line of n) resized as ``taps`` says, into out [B, count, L] (contiguous)."""
+    if out.numel() == 0:
+        return out
+    if taps.k == 0:
+        return out.copy_(src.expand_as(out) if n == 1 else src)
+    if taps.k < out.shape[1]:  # the window holds the last sample, a copy of the last source sample
+        out[:, taps.k].copy_(src[:, -1])
+    _interpolate(src, out, taps, lib)
     return out
 
 
-def _width_outermost(img, out):
-    """out [W, P*H] = img [P, H, W] (any strides) transposed. Reads a [3, H, W] view of pixel-interleaved
-    [H, W, 3] memory (what the decoder gives, or a crop of it) as [H, W*3], giving [W, 3*H] in one 2-D
-    transposed copy; planar images as [P*H, W]."""
+def _width_outermost(img, out, lib):
+    """out [W, P*H] = img [P, H, W] (any strides) transposed. A [3, H, W] view of pixel-interleaved
+    [H, W, 3] memory (what the decoder gives, or a crop of it) is read as [H, W*3], giving [W, 3*H] in
+    one 2-D transposed copy; planar images plane by plane."""
     planes, h, w = img.shape
     if img.stride(0) == 1 and img.stride(2) == planes:
-        out.view(w * planes, h).copy_(img.permute(1, 2, 0).reshape(h, w * planes).t())
+        _transpose(img.permute(1, 2, 0).reshape(h, w * planes), out.view(w * planes, h), lib)
     else:
-        out.copy_(img.reshape(planes * h, w).t())
+        for plane, part in zip(img, out.view(w, planes, h).unbind(1)):
+            _transpose(plane, part, lib)
 
 
-def scale(img, width, height, box=None):
-    """``scale_reference`` computed faster, with the same result (the fast path is for float32, the type
-    of the Lua's images; other types take the reference). img may be any view, a crop of a larger image
-    for instance. With a box, only the pixels in it are computed, from the source pixels they need."""
-    if img.dtype != torch.float32:
-        return scale_reference(img, width, height, box)
+def _transpose(src, dst, lib):
+    """dst [n, m] = src [m, n] transposed (src with any strides; dst's rows may be apart)."""
+    if lib is None:
+        dst.copy_(src.t())
+    else:
+        assert dst.shape == src.shape[::-1] and dst.stride(1) == 1  # (raw pointers)
+        lib.gunn_transpose(src.data_ptr(), *src.shape, *src.stride(), dst.data_ptr(), dst.stride(0))
+
+
+def _agrees_with_reference(lib):
+    """Whether the library gives the reference's numbers on a few small resizes (a compiler that fuses
+    multiply-adds despite -ffp-contract=off, or that defaults to fast math, would not)."""
+    generator = torch.Generator().manual_seed(0)
+    img = torch.rand(31, 23, 3, generator=generator).permute(2, 0, 1)
+    return all(torch.equal(_scale(img, *size, None, lib), scale_reference(img, *size))
+               for size in ((45, 17), (10, 40), (23, 31)))
+
+
+@functools.cache
+def native():
+    """(the library of bicubic.c, None) where it is built and gives the reference's numbers, else
+    (None, why not); then ``scale`` runs the same arithmetic as torch operations, about 3x slower."""
+    lib, why = bicubic_native.library()
+    if lib is not None and not _agrees_with_reference(lib):
+        lib, why = None, f'{bicubic_native.SOURCE} as built by the C compiler here does not give the reference numbers'
+    return lib, why
+
+
+@functools.cache
+def prepare():
+    """Builds bicubic.c now, in the main process (loader workers then inherit it, or find it built), and
+    says once when the resize has to run without it."""
+    lib, why = native()
+    if lib is None:
+        print(f'warning: the bicubic resize runs as torch operations, about 1.6x slower per ImageNet loader worker '
+              f'than with its C loops: {why}', file=sys.stderr)
+
+
+def _scale(img, width, height, box, lib):
     width, height = destination_size(width, height)
     x1, y1, x2, y2 = _checked_box(box, width, height)
     *lead, h, w = img.shape
@@ -247,10 +294,24 @@ def scale(img, width, height, box=None):
     img = img.reshape(planes, h, w)[:, down.lo:down.hi, across.lo:across.hi]
     rows, cols = img.shape[1:]
     # Rows first, with the width axis outermost, [cols, planes*rows], so that each tap is a whole row;
-    # the result goes straight to [planes, rows, x2-x1], where the columns are done the same way.
+    # the result [x2-x1, planes*rows] is transposed to [planes, rows, x2-x1], where the columns are done
+    # the same way.
     src = _scratch.take('src', (1, cols, planes * rows))
-    _width_outermost(img, src[0])
+    _width_outermost(img, src[0], lib)
+    resized_rows = _scratch.take('rows', (1, x2 - x1, planes * rows))
+    _resize_middle(src, resized_rows, w, across, lib)
     mid = _scratch.take('mid', (planes, rows, x2 - x1))
-    _resize_middle(src, mid.view(planes * rows, x2 - x1).t()[None], w, across)
+    _transpose(resized_rows[0], mid.view(planes * rows, x2 - x1), lib)
     out = torch.empty(planes, y2 - y1, x2 - x1)
-    return _resize_middle(mid, out, h, down).view(*lead, y2 - y1, x2 - x1)
+    return _resize_middle(mid, out, h, down, lib).view(*lead, y2 - y1, x2 - x1)
+
+
+def scale(img, width, height, box=None, use_c=True):
+    """``scale_reference`` computed faster, with the same result (the fast path is for float32, the type
+    of the Lua's images; other types take the reference). img may be any view, a crop of a larger image
+    for instance. With a box, only the pixels in it are computed, from the source pixels they need.
+    The loops run in bicubic.c where it could be built (``native()``), else, or with use_c=False, as
+    torch operations."""
+    if img.dtype != torch.float32:
+        return scale_reference(img, width, height, box)
+    return _scale(img, width, height, box, native()[0] if use_c else None)

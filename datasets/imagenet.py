@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 import datasets
-from datasets import transforms as t
+from datasets import bicubic, transforms as t
 from datasets.decode import load_image
 from errors import GunnError
 
@@ -103,6 +103,7 @@ class ImagenetDataset:
         self.index = datasets.cache_path(opt)
         if not os.path.isdir(self.dir):
             raise GunnError(f'directory does not exist: {self.dir}')
+        bicubic.prepare()
 
     def path(self, i):
         """Full path of image i (0-based)."""

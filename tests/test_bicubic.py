@@ -1,11 +1,26 @@
-"""The fast image.scale against the readable reference port (the Lua's own numbers are in test_parity_data)."""
+"""The fast image.scale, with its loops in C and as torch operations, against the readable reference port
+(the Lua's own numbers are in test_parity_data); and the build of its C library."""
+import functools
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from datasets import bicubic
-from datasets.bicubic import scale, scale_reference
+from datasets import bicubic, bicubic_native
+from datasets.bicubic import scale_reference
+
+
+@pytest.fixture(params=['C', 'torch'])
+def scale(request):
+    """bicubic.scale with its loops in bicubic.c, or as torch operations (where no C compiler is at hand)."""
+    if request.param == 'C':
+        library, why = bicubic.native()
+        if library is None:
+            pytest.skip(f'datasets/bicubic.c is not built here: {why}')
+    return functools.partial(bicubic.scale, use_c=request.param == 'C')
 
 
 def unit_image(*shape):
@@ -24,7 +39,7 @@ def size_pairs(count, seed=0):
     return pairs
 
 
-def test_fast_scale_equals_the_reference_bit_for_bit():
+def test_fast_scale_equals_the_reference_bit_for_bit(scale):
     torch.manual_seed(0)
     for h, w, width, height in size_pairs(120):
         for img in (unit_image(3, h, w), torch.randn(1, h, w) * 3, unit_image(h, w, 3).permute(2, 0, 1),
@@ -34,7 +49,7 @@ def test_fast_scale_equals_the_reference_bit_for_bit():
             assert got.shape == expected.shape and torch.equal(got, expected), (tuple(img.shape), width, height)
 
 
-def test_imagenet_sizes_equal_the_reference():
+def test_imagenet_sizes_equal_the_reference(scale):
     torch.manual_seed(1)
     img = unit_image(375, 500, 3).permute(2, 0, 1)  # the decoder's pixel-interleaved layout
     for width, height in ((341.3333, 256), (224, 224), (600, 450)):
@@ -43,7 +58,7 @@ def test_imagenet_sizes_equal_the_reference():
     assert torch.equal(scale(crop, 224, 224), scale_reference(crop, 224, 224))
 
 
-def test_crops_are_read_where_they_are():
+def test_crops_are_read_where_they_are(scale):
     """Views into a larger image (RandomSizedCrop's crop of the decoder's pixel-interleaved image, or of a
     planar one) give the reference's result for a copy of the crop."""
     torch.manual_seed(3)
@@ -55,7 +70,7 @@ def test_crops_are_read_where_they_are():
             assert torch.equal(scale(crop, width, height), expected), ((x1, y1, x2, y2), width, height)
 
 
-def test_a_box_computes_that_part_of_the_result():
+def test_a_box_computes_that_part_of_the_result(scale):
     torch.manual_seed(2)
     rng = random.Random(2)
     for h, w, width, height in size_pairs(60, seed=3):
@@ -72,13 +87,13 @@ def test_a_box_computes_that_part_of_the_result():
         scale(unit_image(3, 5, 5), 8, 8, box=(0, 0, 9, 8))
 
 
-def test_other_dtypes_take_the_reference():
+def test_other_dtypes_take_the_reference(scale):
     img = torch.randn(3, 9, 11, dtype=torch.float64)
     assert scale(img, 5, 7).dtype == torch.float64
     assert torch.equal(scale(img, 5, 7), scale_reference(img, 5, 7))
 
 
-def test_results_never_share_the_reused_scratch_memory(monkeypatch):
+def test_results_never_share_the_reused_scratch_memory(scale, monkeypatch):
     a, b = unit_image(3, 20, 30), unit_image(3, 25, 18)
     first = scale(a, 12, 9)
     kept = first.clone()
@@ -87,3 +102,90 @@ def test_results_never_share_the_reused_scratch_memory(monkeypatch):
     # requests above the limit are served fresh: still the same numbers
     monkeypatch.setattr(bicubic._Scratch, 'LIMIT', 10)
     assert torch.equal(scale(a, 12, 9), kept)
+
+
+@pytest.fixture
+def fresh_build(tmp_path, monkeypatch):
+    """No library loaded or checked yet in this process, and an empty cache folder under tmp_path."""
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+    cached = (bicubic_native.library, bicubic.native, bicubic.prepare)  # (as they are before a test patches them)
+    for function in cached:
+        function.cache_clear()
+    yield tmp_path / 'gunn'
+    for function in cached:
+        function.cache_clear()
+
+
+def requires_a_c_compiler():
+    try:
+        bicubic_native._compiler()
+    except bicubic_native.BuildError as e:
+        pytest.skip(str(e))
+
+
+def test_the_library_is_built_once_into_the_cache_folder(fresh_build, monkeypatch):
+    requires_a_c_compiler()
+    library, why = bicubic.native()
+    assert library is not None and why is None
+    built = os.listdir(fresh_build)
+    assert len(built) == 1 and built[0].startswith('bicubic-') and built[0].endswith('.so')  # no partial file left
+    bicubic_native.library.cache_clear()
+
+    def no_second_build(*args):
+        raise AssertionError('built again')
+    monkeypatch.setattr(bicubic_native, '_build', no_second_build)
+    assert bicubic_native.library()[0] is not None
+
+
+def test_loader_workers_building_at_the_same_time_all_load_it(fresh_build):
+    requires_a_c_compiler()
+    code = 'from datasets import bicubic; print(bicubic.native()[1])'
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    workers = [subprocess.Popen([sys.executable, '-c', code], cwd=root, stdout=subprocess.PIPE, text=True)
+               for _ in range(3)]
+    assert [worker.communicate(timeout=120)[0].strip() for worker in workers] == ['None'] * 3
+    assert len(os.listdir(fresh_build)) == 1
+
+
+def test_without_a_compiler_the_resize_runs_in_torch_and_says_so_once(fresh_build, monkeypatch, capsys):
+    monkeypatch.setenv('CC', '/nonexistent/cc')
+    assert bicubic.native() == (None, 'no C compiler found (/nonexistent/cc)')
+    bicubic.prepare()
+    bicubic.prepare()
+    assert capsys.readouterr().err == ('warning: the bicubic resize runs as torch operations, about 1.6x slower per '
+                                       'ImageNet loader worker than with its C loops: no C compiler found '
+                                       '(/nonexistent/cc)\n')
+    img = unit_image(3, 30, 40)
+    assert torch.equal(bicubic.scale(img, 17, 23), scale_reference(img, 17, 23))
+
+
+def test_a_failed_build_says_why_in_one_line(fresh_build, monkeypatch):
+    requires_a_c_compiler()
+    compiler = ' '.join(bicubic_native._compiler())
+    monkeypatch.setenv('CC', f'{compiler} -include /nonexistent/header.h')
+    library, why = bicubic_native.library()
+    assert library is None and '\n' not in why
+    assert why.startswith(f'{compiler} -include /nonexistent/header.h failed on {bicubic_native.SOURCE}: ')
+    assert '/nonexistent/header.h' in why.split(': ', 1)[1]
+    assert os.listdir(fresh_build) == []  # the partial file is gone
+
+
+def test_an_unwritable_cache_folder_says_so(fresh_build, monkeypatch):
+    requires_a_c_compiler()
+    blocker = fresh_build.parent / 'a file'
+    blocker.write_text('')
+    monkeypatch.setenv('XDG_CACHE_HOME', str(blocker))
+    library, why = bicubic_native.library()
+    assert library is None and why.startswith(f'cannot write to {blocker / "gunn"}: ')
+
+
+def test_a_library_that_does_not_give_the_reference_numbers_is_not_used(fresh_build, monkeypatch):
+    class DoesNothing:
+        def gunn_cubic_pass(self, *args):
+            pass
+
+        def gunn_transpose(self, *args):
+            pass
+    monkeypatch.setattr(bicubic_native, 'library', lambda: (DoesNothing(), None))
+    library, why = bicubic.native()
+    assert library is None and why.endswith('bicubic.c as built by the C compiler here does not give the reference numbers')
