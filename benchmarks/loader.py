@@ -1,4 +1,4 @@
-"""Data-loading speed per loader worker, now and with the previous implementation, side by side:
+"""Data-loading speed per loader worker, now, without a C compiler, and as it was before, side by side:
 
     python benchmarks/loader.py [-images 48] [-rounds 10]
 
@@ -6,11 +6,13 @@ Writes small data sets to a temporary folder (ImageNet-layout JPEGs of typical I
 CIFAR-10 copy in the python-version format), then times what one loader worker does per image, get(i)
 then preprocess(), through the real dataset classes, for the CIFAR-10 and ImageNet train and val
 pipelines. Each implementation runs in a worker process of its own, as in a DataLoader (one thread, only
-its own allocations and caches), and the two take turns, round after round, so that both see the same
-load on a shared machine. The figures are CPU seconds of the worker (user + system), the best of the
-rounds: they vary less than wall time. The previous implementation is the same code with Pillow decoding
-every file into a contiguous image, and the reference image.scale (datasets/bicubic.py) of a copy of its
-input (the crop that RandomSizedCrop used to copy), on the same images and the same random draws.
+its own allocations and caches), and they take turns, round after round, so that all see the same load
+on a shared machine. The figures are CPU seconds of the worker (user + system), the best of the rounds:
+they vary less than wall time. Three implementations, on the same images and the same random draws:
+"now"; "without C", the current loader where no C compiler could build datasets/bicubic.c (the resize's
+loops run as torch operations); and "previous", the same code with Pillow decoding every file into a
+contiguous image, and the reference image.scale (datasets/bicubic.py) of a copy of its input (the crop
+that RandomSizedCrop used to copy).
 """
 import argparse
 import contextlib
@@ -87,6 +89,17 @@ def previous_implementation():
         yield
 
 
+@contextlib.contextmanager
+def without_c():
+    """The current loader on a machine without a C compiler: the resize's loops as torch operations."""
+    with mock.patch.object(bicubic, 'native', lambda: (None, 'benchmark')):
+        yield
+
+
+# the implementations compared, each in a worker process of its own
+IMPLEMENTATIONS = {'previous': previous_implementation, 'without C': without_c, 'now': contextlib.nullcontext}
+
+
 def cpu_name():
     try:
         with open('/proc/cpuinfo') as f:
@@ -104,9 +117,9 @@ def cpu_seconds_per_image(dataset, n_images):
     return (time.process_time() - start) / n_images
 
 
-def worker(connection, pipelines, previous):
+def worker(connection, pipelines, implementation):
     """A loader worker: runs the pipeline named by each message and answers with its CPU seconds per image."""
-    with previous_implementation() if previous else contextlib.nullcontext():
+    with IMPLEMENTATIONS[implementation]():
         for name in iter(connection.recv, None):
             dataset, n_images = pipelines[name]
             connection.send(cpu_seconds_per_image(dataset, n_images))
@@ -130,10 +143,10 @@ def main(argv):
                 for split in ('train', 'val'):
                     pipelines[f'{dataset} {split}'] = (datasets.create(opt, split), n_images)
         workers = {}
-        for which in ('previous', 'now'):
+        for which in IMPLEMENTATIONS:
             connection, worker_end = multiprocessing.Pipe()
             process = multiprocessing.get_context('fork').Process(
-                target=worker, args=(worker_end, pipelines, which == 'previous'), daemon=True)
+                target=worker, args=(worker_end, pipelines, which), daemon=True)
             process.start()
             workers[which] = process, connection
         best = {(name, which): float('inf') for name in pipelines for which in workers}
@@ -148,11 +161,15 @@ def main(argv):
     print(f'images/s per loader worker (1 thread; CPU time, best of {args.rounds} rounds), torch {torch.__version__}, '
           f'{cpu_name()}, {os.cpu_count()} CPUs')
     print(f'ImageNet: {args.images} JPEGs of {len(SIZES)} typical sizes ({SIZES[0][0]}x{SIZES[0][1]}, ...), '
-          'quality 90\n')
-    print(f'{"pipeline":<16}{"previous":>10}{"now":>10}{"ratio":>8}')
+          'quality 90')
+    library, why = bicubic.native()
+    print(f'now: the resize in datasets/bicubic.c, {"built" if library else "NOT built: " + why}; without C: its loops '
+          'as torch operations\n')
+    print(f'{"pipeline":<16}{"previous":>10}{"without C":>11}{"now":>8}{"ratio":>8}{"without C":>11}')
     for name in pipelines:
-        previous, now = 1 / best[name, 'previous'], 1 / best[name, 'now']
-        print(f'{name:<16}{previous:>10.0f}{now:>10.0f}{now / previous:>7.2f}x')
+        previous, torch_only, now = (1 / best[name, which] for which in IMPLEMENTATIONS)
+        print(f'{name:<16}{previous:>10.0f}{torch_only:>11.0f}{now:>8.0f}{now / previous:>7.2f}x'
+              f'{torch_only / previous:>10.2f}x')
     return 0
 
 
