@@ -1,6 +1,9 @@
 """bench.py's plumbing on the CPU (the timings themselves are the benchmark's job, not a test's)."""
 import json
 
+import pytest
+import torch
+
 import bench
 
 
@@ -34,12 +37,23 @@ def test_profile_lists_each_rows_top_operators(tmp_path, one_thread, capsys):
     assert f'calls/step  {top[0][0]}' in capsys.readouterr().out
 
 
-def test_grid_sweep_sets_the_fused_grid_for_each_run(monkeypatch):
+def test_grid_sweep_runs_each_grid_then_each_launch_setting(monkeypatch):
     from models import fused_gunn_layer
     from tools import fused_grid_sweep
     seen = []
-    monkeypatch.setattr(fused_gunn_layer, 'PROGRAMS_PER_SM', fused_gunn_layer.PROGRAMS_PER_SM)
-    monkeypatch.setattr(bench, 'main', lambda argv: seen.append((fused_gunn_layer.PROGRAMS_PER_SM, argv)))
+    configured = fused_gunn_layer.PROGRAMS_PER_SM
+    table = fused_gunn_layer.CONFIGS[torch.float32, 'narrow']
+    before = {kernel: dict(config) for kernel, config in table.items()}
+
+    def bench_main(argv):
+        settings = (table['head_forward']['num_warps'], table['head_forward']['BLOCK_P'])
+        seen.append((fused_gunn_layer.PROGRAMS_PER_SM, settings, argv))
+    monkeypatch.setattr(bench, 'main', bench_main)
     fused_grid_sweep.main(['-programs', '2,16', '-netType', 'gunn-15', '-exec', 'graph'])
-    assert seen == [(p, ['-paths', 'triton', '-baseline', 'none', '-netType', 'gunn-15', '-exec', 'graph'])
-                    for p in (2, 16)]
+    argv = ['-paths', 'triton', '-baseline', 'none', '-netType', 'gunn-15', '-exec', 'graph']
+    warps, block = before['head_forward']['num_warps'], before['head_forward']['BLOCK_P']
+    assert seen == [(2, (warps, block), argv), (16, (warps, block), argv),
+                    (configured, (8, block), argv), (configured, (warps, block // 2), argv)]
+    assert fused_gunn_layer.PROGRAMS_PER_SM == configured and table == before  # all restored
+    with pytest.raises(SystemExit):
+        fused_grid_sweep.main(['-configs', 'bigger'])

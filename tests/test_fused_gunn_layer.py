@@ -69,21 +69,39 @@ def test_fused_kernels_under_the_triton_interpreter():
     assert ' passed' in result.stdout and 'skipped' not in result.stdout, result.stdout[-2000:]
 
 
+def compile_tool():
+    spec = importlib.util.spec_from_file_location('fused_kernels_compile',
+                                                  os.path.join(ROOT, 'tools', 'fused_kernels_compile.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
 @pytest.mark.skipif(importlib.util.find_spec('triton') is None, reason='Triton is not installed')
 @pytest.mark.parametrize('channels, dataset', [(24, 'cifar10'), (80, 'imagenet')])
 def test_kernels_compile_for_an_h100(channels, dataset):
     """What the interpreter cannot check: every training-mode kernel compiles for sm_90 with the CONFIGS
     table (gunn-15's unit widths, o = 12, and gunn-18's, o = 40) and fits in the 227 KB of shared memory an
     H100 block may have."""
-    spec = importlib.util.spec_from_file_location('fused_kernels_compile',
-                                                  os.path.join(ROOT, 'tools', 'fused_kernels_compile.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = compile_tool()
     compiled = {name: kernel for name, _, _, kernel in
                 tool.compile_launches(GunnLayer(channels, 2, dataset), torch.zeros(2, channels, 8, 8))}
     assert set(compiled) == {name[:-len('_kernel')] for name in dir(fused._kernels()) if name.endswith('_kernel')}
     for name, kernel in compiled.items():
         assert kernel.metadata.shared <= 227 * 1024, name
+
+
+def test_the_compile_tool_counts_the_programs_that_fit_on_an_sm():
+    """The CUDA occupancy rules, by hand: registers go per warp in units of 256 (225 a thread: 7,424 a warp),
+    each block reserves 1 KB of shared memory."""
+    fits = compile_tool().resident_programs
+    assert fits(90, 254, 4, 40 * 1024) == (2, 'registers')  # 8,192 a warp, 32,768 a program, of 65,536
+    assert fits(90, 225, 4, 16 * 1024) == (2, 'registers')  # 29,696 a program
+    assert fits(90, 100, 4, 0) == (4, 'registers')  # 3,328 a warp
+    assert fits(90, 32, 4, 100 * 1024) == (2, 'shared memory')  # 228 KB // 101 KB
+    assert fits(80, 32, 4, 100 * 1024) == (1, 'shared memory')  # 164 KB on an A100
+    assert fits(90, 8, 32, 0) == (2, 'warps')  # 64 warps an SM
+    assert fits(90, 32, 1, 0) == (32, 'blocks')
 
 
 def test_cpu_tensors_fall_back_to_the_aten_path_with_one_note(monkeypatch, capsys):

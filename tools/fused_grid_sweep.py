@@ -1,31 +1,73 @@
-"""The fused path's speed for several persistent grid sizes, side by side (a GPU measurement):
+"""The fused path's speed for several persistent grid sizes and launch settings, side by side (a GPU
+measurement):
 
-  python tools/fused_grid_sweep.py [-programs 4,8,16,32] BENCH_OPTIONS...
+  python tools/fused_grid_sweep.py [-programs 2,4,16] [-configs warps8,half-tiles] BENCH_OPTIONS...
 
 The fused kernels run a persistent grid of models/fused_gunn_layer.PROGRAMS_PER_SM programs per streaming
-multiprocessor, each walking its share of the tiles. Few programs keep few loads in flight (the first H100 run
-measured the fused path at about a fifth of its bandwidth model); many programs add statistics atomics. This
-runs `bench.py -paths triton BENCH_OPTIONS` once per grid size, in one process (the kernels compile once:
-the grid is no compile-time constant).
+multiprocessor, each walking its share of the tiles, with the launch settings of its CONFIGS table. Compiled
+for sm_90 (tools/fused_kernels_compile.py), most kernels of that table use 160-255 registers a thread, so
+only 1-3 programs (8-16 warps) fit on an SM at once: few loads in flight (the first H100 run measured the
+fused path at about a fifth of its bandwidth model). This runs `bench.py -paths triton BENCH_OPTIONS` once
+per grid size with the table as it is, then once per other launch setting (CONFIG_VARIANTS) with the
+configured grid, in one process. The variants change tile sizes and warps only, which every kernel takes
+(the interpreter tests run tiles of 16); the float32 sums come out in another order.
 """
 import argparse
+import contextlib
 import os
 import sys
+
+import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import bench  # noqa: E402
 from models import fused_gunn_layer  # noqa: E402
 
+# launch settings to try, as edits of each kernel's float32 CONFIGS entry
+CONFIG_VARIANTS = {
+    'warps8': lambda config: dict(config, num_warps=8),  # the same tiles over twice the threads: fewer registers each
+    'half-tiles': lambda config: dict(config, BLOCK_P=max(16, config['BLOCK_P'] // 2)),  # fewer registers, more tiles
+}
+
+
+@contextlib.contextmanager
+def config_variant(name):
+    """The float32 CONFIGS tables edited as CONFIG_VARIANTS[name] says, restored afterwards."""
+    tables = [table for (dtype, _), table in fused_gunn_layer.CONFIGS.items() if dtype == torch.float32]
+    saved = [dict(table) for table in tables]
+    try:
+        for table in tables:
+            table.update({kernel: CONFIG_VARIANTS[name](config) for kernel, config in table.items()})
+        yield
+    finally:
+        for table, kept in zip(tables, saved):
+            table.update(kept)
+
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('-programs', default='4,8,16,32', help='programs per SM, comma-separated')
+    p.add_argument('-programs', default='2,4,16', help='programs per SM, comma-separated (the table as it is)')
+    p.add_argument('-configs', default=','.join(CONFIG_VARIANTS),
+                   help=f'launch settings, comma-separated, from {", ".join(CONFIG_VARIANTS)}; "" for none')
     args, bench_options = p.parse_known_args(argv)
-    for programs in [int(n) for n in args.programs.split(',')]:
-        fused_gunn_layer.PROGRAMS_PER_SM = programs
-        print(f'--- {programs} programs per SM', flush=True)
-        bench.main(['-paths', 'triton', '-baseline', 'none', *bench_options])
+    variants = [name for name in args.configs.split(',') if name]
+    unknown = [name for name in variants if name not in CONFIG_VARIANTS]
+    if unknown:
+        p.error(f'unknown -configs {", ".join(unknown)}; known: {", ".join(CONFIG_VARIANTS)}')
+    configured = fused_gunn_layer.PROGRAMS_PER_SM
+    try:
+        for programs in [int(n) for n in args.programs.split(',') if n]:
+            fused_gunn_layer.PROGRAMS_PER_SM = programs
+            print(f'--- {programs} programs per SM, the CONFIGS table as it is', flush=True)
+            bench.main(['-paths', 'triton', '-baseline', 'none', *bench_options])
+        fused_gunn_layer.PROGRAMS_PER_SM = configured
+        for name in variants:
+            print(f'--- {configured} programs per SM, launch settings {name}', flush=True)
+            with config_variant(name):
+                bench.main(['-paths', 'triton', '-baseline', 'none', *bench_options])
+    finally:
+        fused_gunn_layer.PROGRAMS_PER_SM = configured
 
 
 if __name__ == '__main__':

@@ -4,8 +4,11 @@ Runs one GunnLayer's fused training forward and backward on the CPU with the ker
 instead of run, compiles every distinct kernel specialisation for the target (default sm_90, an H100)
 with the installed Triton and its bundled ptxas, and prints registers, spilled bytes and shared memory per
 kernel: what the CONFIGS table of models/fused_gunn_layer.py should keep within (no spills; shared memory
-well under the 227 KB an H100 block may have). Edit the table, rerun. It checks that the kernels compile
-for the GPU, not that they are right (the tests do that) or fast (bench.py on the GPU does that).
+well under the 227 KB an H100 block may have). It also prints how many programs of each kernel fit on one
+SM at once, and what limits them, from the CUDA occupancy rules: the fused path launches
+PROGRAMS_PER_SM programs per SM, and those that do not fit wait for the others to finish. Edit the table,
+rerun. It checks that the kernels compile for the GPU, not that they are right (the tests do that) or fast
+(bench.py on the GPU does that).
 
   python tools/fused_kernels_compile.py                                  # gunn-15's first layer, batch 64
   python tools/fused_kernels_compile.py -channels 400 -segments 10 -size 56 -batch 8 -dataset imagenet
@@ -27,6 +30,22 @@ from models import fused_gunn_layer as fused  # noqa: E402
 from models.batchnorm import set_bn_split  # noqa: E402
 
 TRITON_TYPES = {torch.float32: 'fp32', torch.float64: 'fp64', torch.int64: 'i64'}
+# per SM, by compute capability (CUDA occupancy calculator): registers, warps, resident blocks, shared
+# memory bytes (of which 1 KB is reserved per block); registers are allocated per warp in units of 256
+SM_LIMITS = {80: (65536, 64, 32, 164 * 1024), 90: (65536, 64, 32, 228 * 1024)}
+REGISTER_UNIT = 256
+RESERVED_SHARED = 1024
+
+
+def resident_programs(arch, registers, warps, shared):
+    """(how many programs of a kernel fit on one SM at once, the resource that limits them)."""
+    registers_per_sm, max_warps, max_blocks, shared_per_sm = SM_LIMITS[arch]
+    per_warp = -(-registers * 32 // REGISTER_UNIT) * REGISTER_UNIT
+    fits = {'registers': registers_per_sm // (per_warp * warps),
+            'shared memory': shared_per_sm // (shared + RESERVED_SHARED),
+            'warps': max_warps // warps, 'blocks': max_blocks}
+    limit = min(fits, key=fits.get)
+    return fits[limit], limit
 
 
 def recorded_launches(layer, x, keep):
@@ -113,7 +132,7 @@ def main():
     a('-precision', default='single', choices=('single', 'double'))
     a('-bnSplit', type=int, default=1)
     a('-optnet', action='store_true', help='recompute in backward (-optnet)')
-    a('-arch', type=int, default=90, help='compute capability x10 (90: H100)')
+    a('-arch', type=int, default=90, help='compute capability x10 (90: H100; 80 and 90 get the occupancy columns)')
     args = p.parse_args()
 
     import triton
@@ -122,14 +141,18 @@ def main():
     set_bn_split(layer, args.bnSplit)
     x = torch.zeros(args.batch, args.channels, args.size, args.size, dtype=dtype)
     print(f'GunnLayer({args.channels}, {args.segments}) at {args.batch}x{args.size}x{args.size} {dtype}, '
-          f'triton {triton.__version__}, sm_{args.arch}')
-    print(f'{"kernel":<26} {"constexprs":<44} {"warps":>5} {"regs":>5} {"spill B":>8} {"smem KB":>8} {"s":>5}')
+          f'triton {triton.__version__}, sm_{args.arch}; the grid asks for {fused.PROGRAMS_PER_SM} programs per SM')
+    print(f'{"kernel":<26} {"constexprs":<44} {"warps":>5} {"regs":>5} {"spill B":>8} {"smem KB":>8} '
+          f'{"fit/SM":>6} {"limit":<13} {"warps/SM":>8} {"s":>5}')
     start = time.time()
     for name, flags, options, compiled in compile_launches(layer, x, not args.optnet, args.arch):
         registers, spills = ptxas_report(compiled.asm['ptx'], args.arch)
         text = ' '.join(f'{k}={v}' for k, v in flags.items())
-        print(f'{name:<26} {text:<44} {options["num_warps"]:>5} {registers:>5} {spills:>8} '
-              f'{compiled.metadata.shared / 1024:>8.1f} {time.time() - start:>5.1f}', flush=True)
+        warps, shared = options['num_warps'], compiled.metadata.shared
+        fit, limit = resident_programs(args.arch, registers, warps, shared) if args.arch in SM_LIMITS else ('-', '-')
+        resident_warps = fit * warps if args.arch in SM_LIMITS else '-'
+        print(f'{name:<26} {text:<44} {warps:>5} {registers:>5} {spills:>8} {shared / 1024:>8.1f} '
+              f'{fit:>6} {limit:<13} {resident_warps:>8} {time.time() - start:>5.1f}', flush=True)
         start = time.time()
 
 

@@ -14,7 +14,8 @@
 #   bench-fp32     bench.py gunn-15, batch 64 and 256: plain and share paths, eager and CUDA graph, float32
 #   bench-triton   the same for the fused Triton path (-kernels triton), with the plain baseline of its own run
 #   profile        the 15 kernels of most device time in the share and triton paths' gunn-15 step, batch 64
-#   grid-sweep     the triton path's gunn-15 step for 4, 8, 16 and 32 persistent programs per SM (CUDA graph)
+#   grid-sweep     the triton path's gunn-15 step for 2, 4 and 16 persistent programs per SM, and with two other
+#                  launch settings (8 warps; half the pixel tiles), as CUDA graphs
 #   bench-gunn18   gunn-18 at 224x224, batch 64: every path, eager and CUDA graph, float32
 #   bench-bnsplit  share and triton paths as CUDA graphs at batch 64 with -bnSplit 4 (as the main-epoch command)
 #   bench-bf16     share and triton paths as CUDA graphs in bf16 autocast, NCHW and channels_last
@@ -155,7 +156,7 @@ stage bench-triton 150 "$PYTHON" bench.py "${BENCH15[@]}" -paths triton -exec ea
 # where the step's time goes: the kernels of the share and triton paths, eager (a graph replays the same ones)
 stage profile 90 "$PYTHON" bench.py "${BENCH15[@]}" -batchSizes $SMALL_BATCH -paths share,triton -exec eager \
     -precision single -profile 15 -json "$OUT/profile-gunn15.json"
-stage grid-sweep 120 "$PYTHON" tools/fused_grid_sweep.py "${BENCH15[@]}" -exec graph -precision single
+stage grid-sweep 150 "$PYTHON" tools/fused_grid_sweep.py "${BENCH15[@]}" -exec graph -precision single
 stage bench-gunn18 120 "$PYTHON" bench.py "${BENCH18[@]}" -paths plain,share,triton -exec eager,graph \
     -precision single -json "$OUT/bench-gunn18-fp32.json"
 stage bench-bnsplit 60 "$PYTHON" bench.py "${BENCH15[@]}" -batchSizes $SMALL_BATCH -paths share,triton -exec graph \
