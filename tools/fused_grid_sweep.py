@@ -56,19 +56,16 @@ def main(argv=None):
     if unknown:
         p.error(f'unknown -configs {", ".join(unknown)}; known: {", ".join(CONFIG_VARIANTS)}')
     configured = fused_gunn_layer.PROGRAMS_PER_SM
+    runs = [(int(n), None) for n in args.programs.split(',') if n] + [(configured, name) for name in variants]
     try:
-        for programs in [int(n) for n in args.programs.split(',') if n]:
+        for programs, variant in runs:
             fused_gunn_layer.PROGRAMS_PER_SM = programs
-            print(f'--- {programs} programs per SM, the CONFIGS table as it is', flush=True)
-            bench.main(['-paths', 'triton', '-baseline', 'none', *bench_options])
-        fused_gunn_layer.PROGRAMS_PER_SM = configured
-        for name in variants:
-            print(f'--- {configured} programs per SM, launch settings {name}', flush=True)
-            with config_variant(name):
+            print(f'--- {programs} programs per SM, ' + (f'launch settings {variant}' if variant
+                                                        else 'the CONFIGS table as it is'), flush=True)
+            with config_variant(variant) if variant else contextlib.nullcontext():
                 bench.main(['-paths', 'triton', '-baseline', 'none', *bench_options])
     finally:
         fused_gunn_layer.PROGRAMS_PER_SM = configured
-
 
 if __name__ == '__main__':
     main()

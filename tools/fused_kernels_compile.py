@@ -149,8 +149,10 @@ def main():
         registers, spills = ptxas_report(compiled.asm['ptx'], args.arch)
         text = ' '.join(f'{k}={v}' for k, v in flags.items())
         warps, shared = options['num_warps'], compiled.metadata.shared
-        fit, limit = resident_programs(args.arch, registers, warps, shared) if args.arch in SM_LIMITS else ('-', '-')
-        resident_warps = fit * warps if args.arch in SM_LIMITS else '-'
+        fit, limit, resident_warps = '-', '-', '-'
+        if args.arch in SM_LIMITS:
+            fit, limit = resident_programs(args.arch, registers, warps, shared)
+            resident_warps = fit * warps
         print(f'{name:<26} {text:<44} {warps:>5} {registers:>5} {spills:>8} {shared / 1024:>8.1f} '
               f'{fit:>6} {limit:<13} {resident_warps:>8} {time.time() - start:>5.1f}', flush=True)
         start = time.time()
