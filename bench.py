@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 import models
-from distributed import Process
+from support.distributed import Process
 from models.batchnorm import set_bn_split
 from models.setup import set_cudnn_mode
 from opts import N_CLASSES

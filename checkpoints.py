@@ -15,8 +15,8 @@ previous file intact.
 import os
 import sys
 
-import torch_files
-from errors import GunnError
+from support import fileio
+from support.errors import GunnError
 
 LATEST, BEST = 'latest.pt', 'model_best.pt'
 
@@ -39,7 +39,7 @@ def _cpu_state(model):
 
 def load_file(path):
     """A model checkpoint dict ({'model': state_dict, ...}) from one of our files."""
-    obj = torch_files.load(path, 'checkpoint file')
+    obj = fileio.load(path, 'checkpoint file')
     if not isinstance(obj, dict) or 'model' not in obj:
         raise GunnError(f'{path} is not a GUNN checkpoint (no model state in it)')
     return obj
@@ -118,7 +118,7 @@ def kept(folder):
 
 def load_optim_state(path):
     """-optimState FILE: an optimizer state_dict, or the one inside a latest checkpoint."""
-    obj = torch_files.load(path, 'checkpoint file')
+    obj = fileio.load(path, 'checkpoint file')
     state = obj.get('optimState', obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or 'param_groups' not in state:
         raise GunnError(f'{path} holds no optimizer state')
@@ -132,9 +132,9 @@ def save(epoch, model, optimState, isBestModel, opt, best, worldSize=1, scalerSt
     common = {'epoch': epoch, 'netType': opt.netType, 'dataset': opt.dataset, 'model': state, 'opt': options}
     if isBestModel:
         try:
-            torch_files.save_atomic({**common, 'top1': best[0], 'top5': best[1]}, os.path.join(opt.save, BEST))
+            fileio.save_atomic({**common, 'top1': best[0], 'top5': best[1]}, os.path.join(opt.save, BEST))
         except GunnError as e:  # a full disk or a read-only file system: nothing of this epoch is written
             raise GunnError(f'{e}; {kept(opt.save)}') from None
-    torch_files.save_atomic({**common, 'optimState': optimState, 'bestTop1': best[0], 'bestTop5': best[1],
+    fileio.save_atomic({**common, 'optimState': optimState, 'bestTop1': best[0], 'bestTop5': best[1],
                              'worldSize': worldSize, 'scaler': scalerState or {}, 'rng': rng},
                             os.path.join(opt.save, LATEST))

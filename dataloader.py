@@ -7,8 +7,9 @@ import torch.utils.data
 
 import datasets
 from datasets import transforms
-from distributed import slice_sizes, uses_cuda
-from errors import GunnError
+from support.distributed import uses_cuda
+from support.slices import slice_sizes
+from support.errors import GunnError
 from torch7_random import Torch7Draws, Torch7Generator
 
 # Leading tags keep the two kinds of seeds apart (SeedSequence ignores trailing zeros).
@@ -168,7 +169,7 @@ class DataLoader(_Closes):
     loader thread's Torch7 generator (see torch7_streams.py). ``run`` keeps the threads' states in ``streams``.
 
     Distributed: every rank walks the same global batches and takes slice ``rank`` of each, cut as
-    DataParallelTable cut a batch over GPUs (``distributed.slice_sizes``), so each image is seen by exactly
+    DataParallelTable cut a batch over GPUs (``slices.slice_sizes``), so each image is seen by exactly
     one rank and every rank yields ``size()`` batches. A rank whose part of the last batch is empty (fewer
     images than ranks) gets a sample with zero rows (input [0, C, H, W], target [0]), which the consumer has
     to allow for.

@@ -6,13 +6,13 @@ import time
 import torch
 
 import checkpoints
-import distributed
+from support import distributed
 import models
 import opts
 import save_folder
 from dataloader import DataLoader
-from epoch_log import EpochLog
-from errors import GunnError
+from support.epoch_log import EpochLog
+from support.errors import GunnError, RunStopped
 from torch7_streams import RunStreams
 from train import Trainer
 
@@ -24,6 +24,8 @@ def main(argv):
     except KeyboardInterrupt:
         print('interrupted' + ('' if opt.testOnly else f'; {checkpoints.kept(opt.save)}'), file=sys.stderr)
         sys.exit(130)
+    except RunStopped as e:
+        raise RunStopped(f'{e}; {checkpoints.kept(opt.save)}') from None
 
 
 def run(opt, process):

@@ -22,7 +22,7 @@ import parity_data
 import parity_torch7
 import torch7_files
 from dataloader import FixedBatches
-from distributed import Process
+from support.distributed import Process
 from golden import (SEARCH_DIRS, Report, bn_errors, find_case, load_case, load_golden_state, model_opt, rel_err,
                     worst, zero_grad_bias)
 from train import Trainer

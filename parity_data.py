@@ -29,7 +29,7 @@ import torch
 
 from datasets import cifar, imagenet
 from datasets import transforms as t
-from errors import GunnError
+from support.errors import GunnError
 
 ULP_TOLERANCE = 2e-6
 # transforms whose float32 rounding differs from the Lua's (see above); a case containing one gets the

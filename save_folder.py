@@ -14,9 +14,9 @@ import os
 import sys
 
 import checkpoints
-import epoch_log
-import torch_files
-from errors import GunnError
+from support import epoch_log
+from support import fileio
+from support.errors import GunnError
 
 try:
     import fcntl
@@ -93,7 +93,7 @@ if fcntl is not None:
 
 
 def _probe(folder):
-    path = torch_files.temporary(os.path.join(folder, PROBE))
+    path = fileio.temporary(os.path.join(folder, PROBE))
     try:
         with open(path, 'xb') as f:
             f.write(bytes(4096))
@@ -106,7 +106,7 @@ def _probe(folder):
 
 def _remove_stale_temporaries(folder):
     for name in sorted(os.listdir(folder)):
-        if any(torch_files.is_temporary(name, target) for target in WRITTEN):
+        if any(fileio.is_temporary(name, target) for target in WRITTEN):
             path = os.path.join(folder, name)
             try:
                 os.unlink(path)

@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 import torchfile
 
-import torch_files
-from errors import GunnError
+from support import fileio
+from support.errors import GunnError
 
 PACKAGES = ('nn', 'cudnn')
 LUA_KINDS = {'SpatialConvolution': 'conv', 'SpatialConvolutionMM': 'conv',
@@ -44,7 +44,7 @@ for _name, _read in list(torchfile.type_handlers.items()):
 
 def load_t7(path):
     """The root module object of a Torch7 file."""
-    torch_files.require_file(path, 'model file')
+    fileio.require_file(path, 'model file')
     try:
         # Without the list heuristic, Lua lists holding tensors (GunnLayer.inputTable) load under numpy 2;
         # every Lua table then comes back as a dict, lists with keys 1..n.

@@ -12,7 +12,7 @@
 The loader threads run in DataLoader worker processes; each batch brings back its thread's state after it,
 so the training process always knows every stream and a checkpoint's 'rng' entry continues them exactly.
 """
-from errors import GunnError
+from support.errors import GunnError
 from torch7_random import Torch7Generator
 
 SPLITS = ('train', 'val')

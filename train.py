@@ -14,10 +14,10 @@ import torch
 import torch.distributed as dist
 
 import checkpoints
-from cuda_graph import GraphedStep
-from device_figures import OneLate
-from distributed import Process
-from errors import GunnError
+from support.cuda_graph import GraphedStep
+from support.device_figures import OneLate
+from support.distributed import Process
+from support.errors import GunnError
 
 try:
     from tqdm import tqdm

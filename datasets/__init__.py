@@ -9,9 +9,9 @@ the files under it changed. Labels are 0-based (the Lua ones are 1-based).
 """
 import os
 
-import torch_files
+from support import fileio
 from datasets import cifar, digits, imagenet
-from errors import GunnError
+from support.errors import GunnError
 
 _MODULES = {'cifar10': cifar, 'cifar100': cifar, 'imagenet': imagenet, 'digits': digits}
 
@@ -33,7 +33,7 @@ def load_info(opt):
     """The cache content of opt.dataset, generated (or regenerated for a new opt.data) when needed."""
     module = _module(opt.dataset)
     path = cache_path(opt)
-    info = torch_files.load(path, 'dataset cache', '; delete it to rebuild it') if os.path.isfile(path) else None
+    info = fileio.load(path, 'dataset cache', '; delete it to rebuild it') if os.path.isfile(path) else None
     stale = info is not None and _stale(module, info, opt)
     if stale:
         print(f' | rebuilding {path}: {stale}')
@@ -42,7 +42,7 @@ def load_info(opt):
         os.makedirs(opt.gen, exist_ok=True)
         info = module.gen(opt)
         print(f' | saving the {opt.dataset} dataset index to {path}')
-        torch_files.save_atomic(info, path)
+        fileio.save_atomic(info, path)
     return info
 
 

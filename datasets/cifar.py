@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from datasets import transforms as t
-from errors import GunnError
+from support.errors import GunnError
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_image
 
-from errors import GunnError
+from support.errors import GunnError
 
 # first bytes of the files decoded by torchvision.io (JPEG, PNG); the others go through Pillow
 TORCHVISION_FORMATS = (b'\xff\xd8\xff', b'\x89PNG')

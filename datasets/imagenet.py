@@ -15,7 +15,7 @@ import torch
 import datasets
 from datasets import bicubic, transforms as t
 from datasets.decode import load_image
-from errors import GunnError
+from support.errors import GunnError
 
 # The Lua `find -iname` patterns, compared case-insensitively.
 EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp')

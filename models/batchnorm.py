@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from distributed import slice_sizes
+from support.slices import slice_sizes
 
 
 class BatchNorm2d(nn.BatchNorm2d):
@@ -12,7 +12,7 @@ class BatchNorm2d(nn.BatchNorm2d):
     The published runs used 4 GPUs under DataParallelTable: each GPU normalised its slice of the batch,
     kept its own running statistics (only the parameters were synchronised) and evaluated its slice of
     each test batch with them. With K splits (``set_splits``), the input is cut as DataParallelTable cut it
-    (distributed.slice_sizes); slice i is normalised alone and, in training, updates statistics set i; in
+    (slices.slice_sizes); slice i is normalised alone and, in training, updates statistics set i; in
     evaluation it is normalised with set i. Set 0 is running_mean/running_var, the one the state_dict and
     so the checkpoints hold, as the original saved GPU 1's model; sets 1..K-1 are buffers outside the
     state_dict (``split_running_mean``/``_var``, one row per set), copied from set 0 when the split is set,

@@ -19,7 +19,7 @@ keeps 10o), or with -optnet only the input, the output and the batch statistics 
 
 Everything is on the device and of fixed shape: no host synchronisation, CUDA-graph capturable once one
 call has run eagerly on the device (that call builds the small float64 eps/momentum tensor). -bnSplit K:
-the K slices of models/batchnorm.BatchNorm2d (distributed.slice_sizes, uneven and empty slices too) are
+the K slices of models/batchnorm.BatchNorm2d (slices.slice_sizes, uneven and empty slices too) are
 the grid's second axis; slice g is normalised with its own batch statistics and updates statistics set g
 in training, and is normalised with set g in evaluation. The slice boundaries are two integer kernel
 arguments (Geometry.late), so no tensor has to be built for a new batch size.
@@ -35,7 +35,7 @@ import sys
 
 import torch
 
-from distributed import slice_sizes
+from support.slices import slice_sizes
 
 # Launch settings per kernel, by dtype and unit width: BLOCK_P pixels per tile; BLOCK_K / BLOCK_C channel
 # block of the reduction / of z; num_warps, num_stages. The unit's own widths (o, 2o, 3o) are padded to
@@ -168,7 +168,7 @@ def _pow2(n):
 
 
 def late_slices(n, parts):
-    """Bits g where slice g of distributed.slice_sizes(n, parts) starts one image after the exact
+    """Bits g where slice g of slices.slice_sizes(n, parts) starts one image after the exact
     ceil(g * n / parts), its floating-point ceil having rounded up (e.g. 58 over 14, slice 7: 29 + 1): what the
     kernels' _slice_start adds to the exact one."""
     late = 0

@@ -6,7 +6,7 @@ normalisation (and the ReLU after it) is applied while the next kernel loads tha
 
 Layout. Activations are NCHW-contiguous, seen as [N, channels, HW]. A tile is BLOCK_P pixels of one image
 (contiguous in memory) by a block of channels. Grid axis 1 is the BatchNorm group g: -bnSplit slice g of
-the batch, cut as distributed.slice_sizes cuts it (K = num_programs(1) slices; _slice_start), each with its
+the batch, cut as slices.slice_sizes cuts it (K = num_programs(1) slices; _slice_start), each with its
 own statistics set; a program walks the tiles of its group with stride num_programs(0), keeps per-channel
 sums in float64 registers and adds them to the statistics workspace once, at the end, with atomics. Empty
 slices (fewer images than K) have no tiles and change nothing.
@@ -46,7 +46,7 @@ def _mm(a, b, acc, PREC: tl.constexpr):
 @triton.jit
 def _slice_start(g, N, late):
     """First image of slice g of N images in K = num_programs(1) slices: ceil(g * (N / K)) computed in
-    floating point, as distributed.slice_sizes (and the original's DataParallelTable) computes it. That
+    floating point, as slices.slice_sizes (and the original's DataParallelTable) computes it. That
     is the exact ceil(g * N / K), except where g * N / K is an integer that the rounding of N / K lifts
     past: then one more, which bit g of `late` (Geometry.late, from slice_sizes) says."""
     K = tl.num_programs(1)

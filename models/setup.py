@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 
 from checkpoints import clean_state_dict, load_file
-from errors import GunnError
+from support.errors import GunnError
 from opts import N_CLASSES
 from torch7_files import read_t7_model
 from .batchnorm import set_bn_split

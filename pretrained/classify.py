@@ -14,7 +14,7 @@ if not __package__:  # run as a script: the project's packages live one folder u
 
 import torch  # noqa: E402
 
-from errors import GunnError  # noqa: E402
+from support.errors import GunnError  # noqa: E402
 from pretrained import cli, load  # noqa: E402
 
 

@@ -3,7 +3,7 @@ import argparse
 import os
 import sys
 
-from errors import GunnError
+from support.errors import GunnError
 
 
 class Parser(argparse.ArgumentParser):

@@ -11,8 +11,8 @@ import sys
 if not __package__:  # run as a script: the project's packages live one folder up
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch_files  # noqa: E402
-from errors import GunnError  # noqa: E402
+from support import fileio  # noqa: E402
+from support.errors import GunnError  # noqa: E402
 from pretrained import cli, load  # noqa: E402
 
 
@@ -25,7 +25,7 @@ def main(argv):
         raise GunnError(f'{args.model} is not a Torch7 file (.t7)')
     cli.check_output(args.output)
     model, netType, dataset, _ = load.load_for_inference(args.model, args.netType, args.dataset)
-    torch_files.save_atomic({'netType': netType, 'dataset': dataset, 'model': model.state_dict(), 'epoch': 0,
+    fileio.save_atomic({'netType': netType, 'dataset': dataset, 'model': model.state_dict(), 'epoch': 0,
                              'source': args.model}, args.output)
     print(f'{args.model}: {netType} for {dataset}, {sum(p.numel() for p in model.parameters())} parameters; '
           f'saved {args.output}')

@@ -15,9 +15,9 @@ if not __package__:  # run as a script: the project's packages live one folder u
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import torch_files  # noqa: E402
+from support import fileio  # noqa: E402
 from datasets.imagenet import EXTENSIONS  # noqa: E402
-from errors import GunnError  # noqa: E402
+from support.errors import GunnError  # noqa: E402
 from pretrained import cli, load  # noqa: E402
 
 
@@ -62,7 +62,7 @@ def extract(model, paths, transform, batch_size, device):
 
 
 def save(features, paths, output, npy):
-    torch_files.save_atomic({'features': features, 'image_list': paths}, output)
+    fileio.save_atomic({'features': features, 'image_list': paths}, output)
     written = [output]
     if npy:
         stem = os.path.splitext(output)[0]

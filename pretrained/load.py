@@ -7,11 +7,11 @@ import torch
 import checkpoints
 import models
 import torch7_files
-import torch_files
+from support import fileio
 from datasets import digits, imagenet
 from datasets import transforms as t
 from datasets.cifar import VARIANTS
-from errors import GunnError
+from support.errors import GunnError
 from opts import N_CLASSES
 from pretrained import torch7
 
@@ -43,7 +43,7 @@ def device():
 
 def check_files(paths):
     for path in paths:
-        torch_files.require_file(path, 'file')
+        fileio.require_file(path, 'file')
 
 
 def load_images(paths, transform):

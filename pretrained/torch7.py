@@ -3,7 +3,7 @@ classifier size (the tools' guessing; the reading itself is torch7_files.py)."""
 import torch
 
 import models
-from errors import GunnError
+from support.errors import GunnError
 from opts import N_CLASSES
 from torch7_files import classifier_outputs, found_modules, t7_state
 

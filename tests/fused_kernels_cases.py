@@ -23,7 +23,7 @@ import triton.language as tl
 
 import golden
 import parity
-from distributed import slice_sizes
+from support.slices import slice_sizes
 from models import GunnLayer
 from models import fused_gunn_layer as fused
 from models import fused_kernels
@@ -313,7 +313,7 @@ def test_no_grad_training_forward_updates_running_stats():
 @pytest.mark.parametrize('splits, images, sizes', [(3, 7, [3, 2, 2]), (4, 10, [3, 2, 3, 2]), (4, 3, [1, 1, 1, 0]),
                                                    (4, 2, [1, 0, 1, 0])])
 def test_bn_split_slices_and_statistics_sets(splits, images, sizes):
-    """-bnSplit as DataParallelTable cut the batch (distributed.slice_sizes: 10 over 4 is 3, 2, 3, 2, not
+    """-bnSplit as DataParallelTable cut the batch (slices.slice_sizes: 10 over 4 is 3, 2, 3, 2, not
     tensor_split's 3, 3, 2, 2; empty slices skipped, also between two others), each slice with its own
     statistics set: trained, then evaluated with and without gradients."""
     assert slice_sizes(images, splits) == sizes

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import checkpoints
-import epoch_log
+from support import epoch_log
 import models
-import torch_files
-from epoch_log import EpochLog
-from errors import GunnError
+from support import fileio
+from support.epoch_log import EpochLog
+from support.errors import GunnError
 
 
 def model_opt(netType='gunn-mini', dataset='digits', **kw):
@@ -148,7 +148,7 @@ def test_the_space_estimate_covers_the_file(tmp_path):
     _, model, optimizer = saved_run(tmp_path)
     latest = torch.load(tmp_path / 'latest.pt', weights_only=True)
     size = os.path.getsize(tmp_path / 'latest.pt')
-    assert size <= torch_files.payload_bytes(latest) <= 1.5 * size
+    assert size <= fileio.payload_bytes(latest) <= 1.5 * size
 
 
 def test_truncated_file_is_a_one_line_error(tmp_path):

@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-import distributed
+from support import distributed
 import models
 import golden
 import parity

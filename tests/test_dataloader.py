@@ -6,7 +6,7 @@ import torch
 import datasets.transforms as t
 from dataloader import DataLoader
 from datasets.cifar import VARIANTS, CifarDataset
-from errors import GunnError
+from support.errors import GunnError
 
 N = 23
 

@@ -13,7 +13,7 @@ from PIL import Image
 import datasets
 import datasets.transforms as t
 from datasets import cifar, digits
-from errors import GunnError
+from support.errors import GunnError
 from opts import N_CLASSES
 from golden import load_case
 

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from datasets.decode import load_image
-from errors import GunnError
+from support.errors import GunnError
 
 UNIT8, UNIT16 = torch.tensor(1 / 255), torch.tensor(1 / 65535)
 

@@ -13,10 +13,11 @@ import torch.distributed as dist
 import torch.nn as nn
 
 import checkpoints
-import distributed
+from support import distributed
+from support.slices import slice_sizes
 import models
 from dataloader import FixedBatches
-from errors import GunnError
+from support.errors import GunnError
 from train import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -90,7 +91,7 @@ def test_bn_split_differs_from_whole_batch_statistics(tmp_path):
                                            (7, 3, [3, 2, 2]), (143, 4, [36, 36, 36, 35]), (2, 4, [1, 0, 1, 0])])
 def test_batches_are_cut_as_data_parallel_table_cut_them(n, parts, sizes):
     """DataParallelTable's sliceRange, worked out by hand: slice i starts at ceil((i-1) * n / parts) + 1."""
-    assert distributed.slice_sizes(n, parts) == sizes
+    assert slice_sizes(n, parts) == sizes
 
 
 def shifted_batches(seed, sizes, splits):
@@ -102,7 +103,7 @@ def shifted_batches(seed, sizes, splits):
         # a brightness and contrast of its own per image: iid noise images would all give the same prediction
         x = x * torch.rand(size, 1, 1, 1, generator=generator, dtype=torch.float64).mul(1.5).add(0.5) \
             + torch.randn(size, 3, 1, 1, generator=generator, dtype=torch.float64)
-        for i, part in enumerate(x.split(distributed.slice_sizes(size, splits))):
+        for i, part in enumerate(x.split(slice_sizes(size, splits))):
             part.mul_(1 + 2 * (i % 2)).add_(i % 2)
         batches.append({'input': x, 'target': torch.randint(0, 10, (size,), generator=generator), 'batchTotal': size})
     return batches
@@ -111,7 +112,7 @@ def shifted_batches(seed, sizes, splits):
 def rank_part(batches, rank, world_size):
     sliced = []
     for b in batches:
-        sizes = distributed.slice_sizes(b['batchTotal'], world_size)
+        sizes = slice_sizes(b['batchTotal'], world_size)
         sliced.append({'input': b['input'].split(sizes)[rank], 'target': b['target'].split(sizes)[rank],
                        'batchTotal': b['batchTotal']})
     return FixedBatches(sliced)
@@ -160,7 +161,7 @@ def by_hand(splits, opt):
     sgd = torch.optim.SGD(params.values(), lr=opt.LR, momentum=opt.momentum, dampening=0, nesterov=True,
                           weight_decay=opt.weightDecay)
     for b in shifted_batches(1, TRAIN_SIZES, splits):
-        sizes = distributed.slice_sizes(b['batchTotal'], splits)
+        sizes = slice_sizes(b['batchTotal'], splits)
         loss = sum(nn.functional.cross_entropy(torch.func.functional_call(model, (params, buffers[i]), x), y)
                    * len(y) / b['batchTotal']
                    for i, (x, y) in enumerate(zip(b['input'].split(sizes), b['target'].split(sizes))))
@@ -173,7 +174,7 @@ def by_hand(splits, opt):
         wrong1 = wrong5 = count = 0
         with torch.no_grad():
             for b in shifted_batches(2, VAL_SIZES, splits):
-                sizes = distributed.slice_sizes(b['batchTotal'], splits)
+                sizes = slice_sizes(b['batchTotal'], splits)
                 for i, (x, y) in enumerate(zip(b['input'].split(sizes), b['target'].split(sizes))):
                     top5 = torch.func.functional_call(model, (params, statistics(i)), x).topk(5, 1).indices
                     wrong1 += (top5[:, 0] != y).sum().item()

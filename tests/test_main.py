@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-import distributed
+from support import distributed
 import main
 import models
 import opts

@@ -8,7 +8,7 @@ import torch.nn as nn
 
 import models
 from opts import N_CLASSES
-from errors import GunnError
+from support.errors import GunnError
 
 
 def opt(netType, dataset, **kw):

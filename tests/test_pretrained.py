@@ -13,9 +13,9 @@ from PIL import Image
 
 import models
 import torch7_writer as t7
-import torch_files
+from support import fileio
 from datasets.imagenet import load_image
-from errors import GunnError
+from support.errors import GunnError
 from pretrained import classify, cli, export_onnx, extract_features, load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +41,7 @@ def work(tmp_path_factory):
             model(torch.randn(8, 3, 32, 32))
     model.eval()
     checkpoint = str(folder / 'model_best.pt')
-    torch_files.save_atomic({'netType': 'gunn-mini', 'dataset': 'digits', 'model': model.state_dict(), 'epoch': 3},
+    fileio.save_atomic({'netType': 'gunn-mini', 'dataset': 'digits', 'model': model.state_dict(), 'epoch': 3},
                             checkpoint)
     rng = np.random.default_rng(0)
     images = folder / 'images'
@@ -100,7 +100,7 @@ def test_extract_features_of_single_images(work, tmp_path, capsys):
     out = str(tmp_path / 'f.pt')
     extract_features.main([work.checkpoint, *work.images[:3], '-o', out, '-npy'])
     assert 'saved features to' in capsys.readouterr().out
-    saved = torch_files.load(out, 'features file')
+    saved = fileio.load(out, 'features file')
     assert saved['image_list'] == work.images[:3]
     assert saved['features'].dtype == torch.float32 and saved['features'].shape == (3, 64)
     assert rel_err(saved['features'], direct(work.model, work.images[:3], -1)) < FEATURE_TOL
@@ -111,7 +111,7 @@ def test_extract_features_of_single_images(work, tmp_path, capsys):
 def test_extract_features_batch_mode_with_a_partial_last_batch(work, tmp_path, capsys):
     out = str(tmp_path / 'batch.pt')
     extract_features.main([work.checkpoint, '2', work.dir, '-o', out])  # 5 images: batches of 2, 2, 1
-    saved = torch_files.load(out, 'features file')
+    saved = fileio.load(out, 'features file')
     assert saved['image_list'] == work.images  # sorted; notes.txt and the folder skipped
     assert saved['features'].shape == (5, 64)
     assert rel_err(saved['features'], direct(work.model, work.images, -1)) < FEATURE_TOL

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 
 import save_folder
-import torch_files
-from errors import GunnError
+from support import fileio
+from support.errors import GunnError
 from test_checkpoints import saved_run
 
 
@@ -118,7 +118,7 @@ def test_unusable_folders(tmp_path, monkeypatch):
 
 
 def test_stale_temporary_files_of_our_writes_are_removed(run_x, capsys):
-    ours = [torch_files.temporary(name) for name in ('latest.pt', 'model_best.pt', 'log.csv', 'curves.png',
+    ours = [fileio.temporary(name) for name in ('latest.pt', 'model_best.pt', 'log.csv', 'curves.png',
                                                      '.write-test')]
     others = ['latest.pt.tmp', 'notes.tmp', 'other.pt.0123456789abcdef0123456789abcdef.tmp',
               'latest.pt.0123456789ABCDEF0123456789ABCDEF.tmp', ours[0] + '.bak', 'x' + ours[1]]

@@ -11,7 +11,7 @@ import models
 import golden
 import torch7_files
 import torch7_writer as t7
-from errors import GunnError
+from support.errors import GunnError
 from models.setup import load_model_file
 from pretrained import convert_t7
 from pretrained.load import load_for_inference

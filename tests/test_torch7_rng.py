@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import checkpoints
-import distributed
+from support import distributed
 import golden
 import main
 import models
@@ -19,7 +19,7 @@ import opts
 import parity_torch7
 from dataloader import DataLoader
 from datasets import transforms
-from errors import GunnError
+from support.errors import GunnError
 from models.setup import reset_classifier
 from torch7_random import Torch7Draws, Torch7Generator, read_torch7_state, seed_value
 from test_dataloader import cifar_like as dataloader_cifar_like, options

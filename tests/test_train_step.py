@@ -9,10 +9,10 @@ import torch
 import torch.nn as nn
 
 import models
-from cuda_graph import GraphedStep
+from support.cuda_graph import GraphedStep
 from dataloader import FixedBatches
-from distributed import Process
-from errors import GunnError
+from support.distributed import Process
+from support.errors import GunnError
 from test_main import FAST, ROOT
 from test_train import quiet, trainer_opt
 from train import Trainer, wrongCounts

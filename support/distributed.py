@@ -11,7 +11,6 @@ saved GPU 1's model.
 import gc
 import inspect
 import logging
-import math
 import os
 import socket
 import sys
@@ -21,8 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-import checkpoints
-from errors import GunnError
+from support.errors import GunnError, RunStopped
 
 
 DDP = torch.nn.parallel.DistributedDataParallel
@@ -103,8 +101,8 @@ def launch(run, opt):
             mp.start_processes(_child, (run, opt), nprocs=opt.nGPU, join=True, start_method='spawn')
         except mp.ProcessExitedException as e:
             if e.exit_code != 1:  # exit code 1: the process printed its own error line already
-                raise GunnError(f'training process {e.error_index} of {opt.nGPU} died (exit code {e.exit_code}); '
-                                f'all processes were stopped; {checkpoints.kept(opt.save)}') from None
+                raise RunStopped(f'training process {e.error_index} of {opt.nGPU} died (exit code {e.exit_code}); '
+                                 'all processes were stopped') from None
             sys.exit(1)
 
 
@@ -165,17 +163,6 @@ def decided_by_main(decide, process):
     if shared[1] is not None:
         raise StoppedByMain
     return shared[0]
-
-
-def slice_sizes(n, parts):
-    """Rows of each of ``parts`` slices of a batch of n rows, as DataParallelTable cut its input over GPUs
-    (its sliceRange): slice i (0-based) starts at row ceil(i * (n / parts)), in floating point as the Lua
-    computes it, and the last one takes the rest. E.g. 10 rows over 4: 3, 2, 3, 2 (torch.tensor_split: 3,
-    3, 2, 2). With fewer rows than parts some slices are empty (DataParallelTable then dropped the rows
-    after the first empty slice; here every row stays in its slice)."""
-    per = n / parts
-    starts = [math.ceil(i * per) for i in range(parts)] + [n]
-    return [end - start for start, end in zip(starts, starts[1:])]
 
 
 def wrap(model, process):

@@ -2,7 +2,7 @@
 import csv
 import os
 
-import torch_files
+from support import fileio
 
 CSV, PNG = 'log.csv', 'curves.png'
 FIELDS = ('epoch', 'lr', 'train_loss', 'train_top1', 'train_top5', 'test_top1', 'test_top5', 'seconds',
@@ -20,7 +20,7 @@ class EpochLog:
 
     def add(self, **row):
         self.rows.append({k: row[k] for k in FIELDS})
-        with torch_files.replacing(self.csv_path) as tmp, open(tmp, 'w', newline='') as f:
+        with fileio.replacing(self.csv_path) as tmp, open(tmp, 'w', newline='') as f:
             writer = csv.DictWriter(f, FIELDS)
             writer.writeheader()
             writer.writerows(self.rows)
@@ -46,7 +46,7 @@ class EpochLog:
             ax.grid(alpha=0.3)
         fig.tight_layout()
         try:
-            with torch_files.replacing(self.png_path) as tmp:
+            with fileio.replacing(self.png_path) as tmp:
                 fig.savefig(tmp, format='png', dpi=90)
         finally:
             plt.close(fig)

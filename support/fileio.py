@@ -10,7 +10,7 @@ import warnings
 
 import torch
 
-from errors import GunnError
+from support.errors import GunnError
 
 
 def temporary(path):
