@@ -7,7 +7,7 @@ previous file intact.
 * ``latest.pt``: {'epoch', 'netType', 'dataset', 'model' (state_dict), 'optimState' (optimizer
   state_dict), 'bestTop1', 'bestTop5', 'opt' (the options as a dict), 'worldSize', 'scaler' (the
   GradScaler state of -precision half, else {}), 'rng' (-rng torch7: the Torch7 generators' states,
-  torch7_streams.RunStreams.state_dict; else None)}; rewritten after every epoch. ``-resume DIR`` (or
+  torch7.streams.RunStreams.state_dict; else None)}; rewritten after every epoch. ``-resume DIR`` (or
   ``-resume DIR/latest.pt``) continues from it.
 * ``model_best.pt``: {'epoch', 'netType', 'dataset', 'model', 'top1', 'top5', 'opt'} of the epoch with
   the lowest test top-1 error so far.

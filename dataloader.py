@@ -10,7 +10,7 @@ from datasets import transforms
 from support.distributed import uses_cuda
 from support.slices import slice_sizes
 from support.errors import GunnError
-from torch7_random import Torch7Draws, Torch7Generator
+from torch7.generator import Torch7Draws, Torch7Generator
 
 # Leading tags keep the two kinds of seeds apart (SeedSequence ignores trailing zeros).
 _ORDER, _AUGMENT = 0, 1
@@ -164,9 +164,9 @@ class DataLoader(_Closes):
     global batch n of epoch e run on the seed (opt.manualSeed, e, n, j): the same samples come out for any
     opt.nThreads, world_size or resume point (also for manualSeed 0, which the Lua leaves unseeded).
 
-    With ``streams`` (a torch7_streams.RunStreams, -rng torch7) both splits are drawn as the Lua draws them
+    With ``streams`` (a torch7.streams.RunStreams, -rng torch7) both splits are drawn as the Lua draws them
     instead: a permutation from the main Torch7 generator at every pass, and each batch augmented by its
-    loader thread's Torch7 generator (see torch7_streams.py). ``run`` keeps the threads' states in ``streams``.
+    loader thread's Torch7 generator (see torch7/streams.py). ``run`` keeps the threads' states in ``streams``.
 
     Distributed: every rank walks the same global batches and takes slice ``rank`` of each, cut as
     DataParallelTable cut a batch over GPUs (``slices.slice_sizes``), so each image is seen by exactly

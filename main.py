@@ -13,7 +13,7 @@ import save_folder
 from dataloader import DataLoader
 from support.epoch_log import EpochLog
 from support.errors import GunnError, RunStopped
-from torch7_streams import RunStreams
+from torch7.streams import RunStreams
 from train import Trainer
 
 

@@ -20,7 +20,7 @@ import torch.nn as nn
 import models
 import parity_data
 import parity_torch7
-import torch7_files
+from torch7 import t7
 from dataloader import FixedBatches
 from support.distributed import Process
 from golden import (SEARCH_DIRS, Report, bn_errors, find_case, load_case, load_golden_state, model_opt, rel_err,
@@ -201,7 +201,7 @@ def check_torch7_import(report, dirs=SEARCH_DIRS):
     meta, t = load_case('gunn15_cifar10', dirs)
     model = models.create(model_opt('gunn-15', 'cifar10', 'share'))
     t7_path = os.path.join(find_case('gunn15_cifar10', dirs), 'gunn15_cifar10_init.t7')
-    model.load_state_dict(torch7_files.read_t7_model(t7_path, model, 'gunn-15'))
+    model.load_state_dict(t7.read_t7_model(t7_path, model, 'gunn-15'))
     case = 'gunn15_cifar10_init.t7'
     report.add(case, 'weights vs init/param', 'float32',
                worst((p, t['init/param/' + i['name']]) for p, i in zip(model.parameters(), meta['params'])), 0)

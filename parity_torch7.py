@@ -1,6 +1,6 @@
 """Parity of -rng torch7 with real Torch7 runs (golden cases lua_rng, lua_init, lua_run_cifar10).
 
-* lua_rng: the generator emulation (torch7_random.py) against Torch7's raw words, every sampler, the
+* lua_rng: the generator emulation (torch7/generator.py) against Torch7's raw words, every sampler, the
   interleavings of the Box-Muller cache and the seed conversions: all exact.
 * lua_init: the initial weights of models/init.lua setup() after torch.manualSeed(7), bit for bit, and the
   generator state after it.
@@ -23,7 +23,7 @@ import torch
 import main
 import models
 from golden import SEARCH_DIRS, load_case, model_opt, worst, zero_grad_bias
-from torch7_random import Torch7Generator, read_torch7_state
+from torch7.generator import Torch7Generator, read_torch7_state
 from train import Trainer
 
 # Float64 tolerances of the training run. An independent float64 replay of the same run reproduced the

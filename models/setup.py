@@ -5,7 +5,7 @@ import torch.nn as nn
 from checkpoints import clean_state_dict, load_file
 from support.errors import GunnError
 from opts import N_CLASSES
-from torch7_files import read_t7_model
+from torch7.t7 import read_t7_model
 from .batchnorm import set_bn_split
 from .gunn import get_model, initialize, list_models
 from .gunn_layer import GunnLayer
@@ -22,7 +22,7 @@ def memory_mode(opt):
 
 def create(opt, generator=None):
     """The bare, initialised network for opt.netType / opt.dataset, like the Lua createModel(opt); its initial
-    weights come from ``generator`` (a torch7_random.Torch7Generator) as the Lua draws them, if one is given."""
+    weights come from ``generator`` (a torch7.generator.Torch7Generator) as the Lua draws them, if one is given."""
     try:
         build = get_model(opt.netType)
     except KeyError:

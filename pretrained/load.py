@@ -6,7 +6,7 @@ import torch
 
 import checkpoints
 import models
-import torch7_files
+from torch7 import t7
 from support import fileio
 from datasets import digits, imagenet
 from datasets import transforms as t
@@ -75,12 +75,12 @@ def _build(netType, dataset):
 
 
 def _from_t7(path, netType, dataset):
-    root = torch7_files.load_t7(path)
+    root = t7.load_t7(path)
     dataset = dataset or torch7.guess_dataset(root, path)
-    labels = _checked_labels(path, dataset, torch7_files.classifier_outputs(root, path))
+    labels = _checked_labels(path, dataset, t7.classifier_outputs(root, path))
     netType = netType or torch7.guess_netType(root, dataset, path)
     model = _build(netType, dataset)
-    return model, netType, dataset, labels, {'model': torch7_files.t7_state(root, model, path, netType)}
+    return model, netType, dataset, labels, {'model': t7.t7_state(root, model, path, netType)}
 
 
 def _from_checkpoint(path, netType, dataset):

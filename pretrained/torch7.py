@@ -1,11 +1,11 @@
 """Which -netType and -dataset a Torch7 file of the original code holds, recognised from its module tree and
-classifier size (the tools' guessing; the reading itself is torch7_files.py)."""
+classifier size (the tools' guessing; the reading itself is torch7/t7.py)."""
 import torch
 
 import models
 from support.errors import GunnError
 from opts import N_CLASSES
-from torch7_files import classifier_outputs, found_modules, t7_state
+from torch7.t7 import classifier_outputs, found_modules, t7_state
 
 
 def guess_dataset(root, source):

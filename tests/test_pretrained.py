@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import models
-import torch7_writer as t7
+import torch7_writer
 from support import fileio
 from datasets.imagenet import load_image
 from support.errors import GunnError
@@ -53,7 +53,7 @@ def work(tmp_path_factory):
     (images / 'notes.txt').write_text('not an image')
     (images / 'folder.png').mkdir()  # skipped too: a folder, whatever its name
     (folder / 'empty').mkdir()
-    t7.save(t7.unknown_network(), str(folder / 'unknown.t7'))
+    torch7_writer.save(torch7_writer.unknown_network(), str(folder / 'unknown.t7'))
     paths = sorted(str(p) for p in images.glob('img*'))
     return SimpleNamespace(folder=folder, checkpoint=checkpoint, model=model, images=paths, dir=str(images))
 

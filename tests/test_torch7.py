@@ -1,4 +1,4 @@
-"""Import of the original code's Torch7 checkpoints (torch7_files.py, pretrained/torch7.py, convert_t7.py)."""
+"""Import of the original code's Torch7 checkpoints (torch7/t7.py, pretrained/torch7.py, convert_t7.py)."""
 import os
 from types import SimpleNamespace
 
@@ -9,8 +9,8 @@ import torch
 import checkpoints
 import models
 import golden
-import torch7_files
-import torch7_writer as t7
+from torch7 import t7
+import torch7_writer
 from support.errors import GunnError
 from models.setup import load_model_file
 from pretrained import convert_t7
@@ -79,7 +79,7 @@ def test_t7_of_another_network_names_the_mismatch(gunn15):
 def test_gunnlayer_checkpoint_loads_weights_and_running_stats(case, dataset):
     meta, lua = golden.load_case(case)
     layer = models.GunnLayer(16, 4, dataset)
-    layer.load_state_dict(torch7_files.read_t7_model(os.path.join(FIXTURES, f'{case}_checkpoint.t7'), layer))
+    layer.load_state_dict(t7.read_t7_model(os.path.join(FIXTURES, f'{case}_checkpoint.t7'), layer))
     # checkpoints.lua saved the float64 layer as float32; the work buffers in the file are ignored
     for p, info in zip(layer.parameters(), meta['params'], strict=True):
         assert torch.equal(p, tensor(lua['param/' + info['name']]).float()), info['name']
@@ -93,7 +93,7 @@ def test_gunnlayer_checkpoint_of_the_other_variant_is_refused():
     with pytest.raises(GunnError, match='is not a GunnLayer model: found modules nn.GunnLayer, nn.Sequential, '
                                         'nn.ConcatTable, cudnn.SpatialConvolution, cudnn.SpatialBatchNormalization, '
                                         r'cudnn.ReLU, nn.CAddTable; first mismatch: 1.1.1.1 '):
-        torch7_files.read_t7_model(path, models.GunnLayer(16, 4, 'imagenet'))
+        t7.read_t7_model(path, models.GunnLayer(16, 4, 'imagenet'))
 
 
 def test_nn_classes_double_tensors_and_2d_convolution_weights(tmp_path):
@@ -103,27 +103,27 @@ def test_nn_classes_double_tensors_and_2d_convolution_weights(tmp_path):
         bn.running_mean.normal_()
         bn.running_var.uniform_(0.5, 1.5)
     path = str(tmp_path / 'layer.t7')
-    t7.save(t7.lua_tree(source, np.float64), path)
-    state = torch7_files.read_t7_model(path, models.GunnLayer(8, 2, 'imagenet'))
+    torch7_writer.save(torch7_writer.lua_tree(source, np.float64), path)
+    state = t7.read_t7_model(path, models.GunnLayer(8, 2, 'imagenet'))
     assert state.keys() == source.state_dict().keys()
     for name, value in source.state_dict().items():
         assert torch.equal(value, state[name]), name  # float32 -> float64 -> float32 is exact
 
 
 def test_convolution_geometry_is_compared(tmp_path):
-    lua = t7.lua_tree(models.GunnLayer(8, 2, 'imagenet'), conv_class='cudnn.SpatialConvolution')
+    lua = torch7_writer.lua_tree(models.GunnLayer(8, 2, 'imagenet'), conv_class='cudnn.SpatialConvolution')
     units = lua.fields['modules'][1]
     units.fields['modules'][1].fields['modules'][1].fields['modules'][4].fields.update(dW=2, dH=2)
     path = str(tmp_path / 'strided.t7')
-    t7.save(lua, path)
+    torch7_writer.save(lua, path)
     with pytest.raises(GunnError, match=r'first mismatch: 1.1.1.4 cudnn.SpatialConvolution vs ours '
                                         r'units.0.branch.3 Conv2d: stride \(2, 2\) vs \(1, 1\)'):
-        torch7_files.read_t7_model(path, models.GunnLayer(8, 2, 'imagenet'))
+        t7.read_t7_model(path, models.GunnLayer(8, 2, 'imagenet'))
 
 
 def test_unknown_architecture_lists_the_classes_found(tmp_path):
     path = str(tmp_path / 'unknown.t7')
-    t7.save(t7.unknown_network(), path)
+    torch7_writer.save(torch7_writer.unknown_network(), path)
     with pytest.raises(GunnError, match='is none of the -netType models for imagenet .gunn-18, wide-gunn-18.: '
                                         'found modules nn.Sequential, nn.SpatialConvolution, nn.Tanh, nn.Linear$'):
         load_for_inference(path)
@@ -131,14 +131,14 @@ def test_unknown_architecture_lists_the_classes_found(tmp_path):
         gunn18 = models.get_model('gunn-18')(1000, 'imagenet')
     with pytest.raises(GunnError, match='is not a gunn-18 model: found modules .*; first mismatch: 1 '
                                         r'nn.SpatialConvolution vs ours 0 Conv2d: kernel \(3, 3\) vs \(7, 7\)'):
-        torch7_files.read_t7_model(path, gunn18, 'gunn-18')
+        t7.read_t7_model(path, gunn18, 'gunn-18')
 
 
 def test_classifier_size_selects_the_dataset(tmp_path):
     path = str(tmp_path / 'odd.t7')
-    network = t7.unknown_network()
-    network.fields['modules'][3] = t7.module('nn.Linear', weight=np.zeros((7, 4), np.float32))
-    t7.save(network, path)
+    network = torch7_writer.unknown_network()
+    network.fields['modules'][3] = torch7_writer.module('nn.Linear', weight=np.zeros((7, 4), np.float32))
+    torch7_writer.save(network, path)
     with pytest.raises(GunnError, match='has a 7-way classifier; no -dataset has that many classes'):
         load_for_inference(path)
 
@@ -151,11 +151,11 @@ def test_truncated_file_is_a_one_line_error(tmp_path, cut, reason):
     path = tmp_path / 'cut.t7'
     path.write_bytes(data)
     with pytest.raises(GunnError, match=f'cannot read Torch7 file {path}: truncated or not a Torch7 file .{reason}'):
-        torch7_files.load_t7(str(path))
+        t7.load_t7(str(path))
 
 
 def test_our_checkpoint_is_not_a_t7(tmp_path):
     path = tmp_path / 'model.t7'
     torch.save({'model': {}}, path)
     with pytest.raises(GunnError, match='cannot read Torch7 file .*unknown object type'):
-        torch7_files.load_t7(str(path))
+        t7.load_t7(str(path))

@@ -21,9 +21,9 @@ from dataloader import DataLoader
 from datasets import transforms
 from support.errors import GunnError
 from models.setup import reset_classifier
-from torch7_random import Torch7Draws, Torch7Generator, read_torch7_state, seed_value
+from torch7.generator import Torch7Draws, Torch7Generator, read_torch7_state, seed_value
 from test_dataloader import cifar_like as dataloader_cifar_like, options
-from torch7_streams import RunStreams
+from torch7.streams import RunStreams
 
 SHARED_MISSING = 'the Torch7 generator golden files live in ../shared/parity (always present in CI), not in the clone'
 

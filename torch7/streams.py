@@ -13,7 +13,7 @@ The loader threads run in DataLoader worker processes; each batch brings back it
 so the training process always knows every stream and a checkpoint's 'rng' entry continues them exactly.
 """
 from support.errors import GunnError
-from torch7_random import Torch7Generator
+from torch7.generator import Torch7Generator
 
 SPLITS = ('train', 'val')
 
