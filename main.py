@@ -9,7 +9,7 @@ import checkpoints
 from support import distributed
 import models
 import opts
-import save_folder
+
 from dataloader import DataLoader
 from support.epoch_log import EpochLog
 from support.errors import GunnError, RunStopped
@@ -33,8 +33,8 @@ def run(opt, process):
     torch.manual_seed(opt.manualSeed)
     streams = RunStreams(opt) if opt.rng == 'torch7' else None  # main.lua's torch.manualSeed(opt.manualSeed)
 
-    # -resume and -save are checked before anything else, once (save_folder.py)
-    resumeFile = distributed.decided_by_main(lambda: save_folder.claim(opt), process)
+    # -resume and -save are checked before anything else, once (checkpoints.claim)
+    resumeFile = distributed.decided_by_main(lambda: checkpoints.claim(opt), process)
     # Load previous checkpoint, if it exists
     checkpoint, optimState = checkpoints.latest(opt, process.world_size, resumeFile)
     if checkpoint is None and opt.optimState != 'none':

@@ -136,7 +136,7 @@ def check(opt):
         raise ValueError('-nClasses required when resetClassifier is set')
     if opt.shareGradInput and opt.optnet:
         raise ValueError('cannot use both -shareGradInput and -optnet')
-    # -save is created and checked by the training run itself (save_folder.py): -testOnly writes nothing
+    # -save is created and checked by the training run itself (checkpoints.claim): -testOnly writes nothing
 
 
 def _check_values(opt):

@@ -180,7 +180,7 @@ FAULT = textwrap.dedent('''
     MAIN, SAVE, ERROR, WHICH = sys.argv[1:5]
     sys.argv = [MAIN, *sys.argv[5:]]
     sys.path.insert(0, os.path.dirname(MAIN))
-    import torch, save_folder
+    import torch, checkpoints
     code = getattr(errno, ERROR)
     real_save, real_open = torch.save, open
 
@@ -191,12 +191,12 @@ FAULT = textwrap.dedent('''
         raise OSError(code, os.strerror(code))
 
     def failing_open(path, *args, **kw):
-        if save_folder.PROBE in str(path):
+        if checkpoints.PROBE in str(path):
             raise OSError(code, os.strerror(code))
         return real_open(path, *args, **kw)
 
     if WHICH == 'PROBE':
-        save_folder.open = failing_open
+        checkpoints.open = failing_open
     else:
         torch.save = failing_save
     runpy.run_path(MAIN, run_name='__main__')

@@ -53,7 +53,7 @@ def test_booleans_take_true_and_false(tmp_path):
 
 
 def test_parsing_writes_nothing(tmp_path):
-    parse(save=tmp_path / 'a' / 'b')  # the training run creates -save (save_folder.py); -testOnly does not
+    parse(save=tmp_path / 'a' / 'b')  # the training run creates -save (checkpoints.claim); -testOnly does not
     assert not (tmp_path / 'a').exists()
 
 

@@ -1,4 +1,4 @@
-"""The -save and -resume checks made before a run trains (save_folder.claim): no run overwrites another."""
+"""The -save and -resume checks made before a run trains (checkpoints.claim): no run overwrites another."""
 import errno
 import os
 import shutil
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-import save_folder
+import checkpoints
 from support import fileio
 from support.errors import GunnError
 from test_checkpoints import saved_run
@@ -39,14 +39,14 @@ def run_x(saved, tmp_path):
 
 
 def test_a_new_folder_is_created_and_left_clean(tmp_path):
-    assert save_folder.claim(claim_opt(tmp_path / 'a' / 'b')) is None
+    assert checkpoints.claim(claim_opt(tmp_path / 'a' / 'b')) is None
     assert (tmp_path / 'a' / 'b').is_dir() and os.listdir(tmp_path / 'a' / 'b') == []
 
 
 def test_a_folder_holding_a_run_is_refused_and_left_unchanged(saved, run_x, tmp_path):
     before = snapshot(run_x)
     with pytest.raises(GunnError) as e:
-        save_folder.claim(claim_opt(run_x))
+        checkpoints.claim(claim_opt(run_x))
     assert str(e.value) == (f'-save {run_x} already holds another run (gunn-mini on digits, epoch 3, best top-1 '
                             f'error 12.500 %), which this run would overwrite: continue it with -resume {run_x}, '
                             'or choose another -save folder')
@@ -54,67 +54,67 @@ def test_a_folder_holding_a_run_is_refused_and_left_unchanged(saved, run_x, tmp_
     other = shutil.copytree(saved, tmp_path / 'other')
     for resume in (other, other / 'latest.pt', run_x / 'model_best.pt'):
         with pytest.raises(GunnError, match='already holds another run'):
-            save_folder.claim(claim_opt(run_x, resume))
+            checkpoints.claim(claim_opt(run_x, resume))
     assert snapshot(run_x) == before
 
 
 def test_the_run_in_the_folder_is_continued(run_x):
     latest = str(run_x / 'latest.pt')
-    assert save_folder.claim(claim_opt(run_x, run_x)) == latest
-    assert save_folder.claim(claim_opt(run_x, latest)) == latest  # -resume FILE of a latest.pt
-    assert save_folder.claim(claim_opt(str(run_x) + '/', run_x)) == latest  # the same folder, spelt otherwise
+    assert checkpoints.claim(claim_opt(run_x, run_x)) == latest
+    assert checkpoints.claim(claim_opt(run_x, latest)) == latest  # -resume FILE of a latest.pt
+    assert checkpoints.claim(claim_opt(str(run_x) + '/', run_x)) == latest  # the same folder, spelt otherwise
 
 
 def test_best_model_alone_or_an_unreadable_file_is_refused(tmp_path, run_x):
     os.remove(run_x / 'latest.pt')
     with pytest.raises(GunnError, match=r'already holds model_best.pt of another run \(gunn-mini on digits, epoch 3, '
                                         r'best top-1 error 12.500 %\) and no latest.pt to continue it from'):
-        save_folder.claim(claim_opt(run_x, run_x))
+        checkpoints.claim(claim_opt(run_x, run_x))
     broken = tmp_path / 'broken'
     broken.mkdir()
     (broken / 'latest.pt').write_bytes(b'not a checkpoint')
     with pytest.raises(GunnError, match=r'already holds another run \(latest.pt unreadable as a GUNN checkpoint\)'):
-        save_folder.claim(claim_opt(broken))
+        checkpoints.claim(claim_opt(broken))
 
 
 def test_resume_of_a_missing_folder(tmp_path, capsys):
     with pytest.raises(GunnError, match=r'^-resume .*typo: no such folder or file \(-resume takes the folder of a '
                                         r'run or its latest.pt'):
-        save_folder.claim(claim_opt(tmp_path / 'X', tmp_path / 'typo'))
+        checkpoints.claim(claim_opt(tmp_path / 'X', tmp_path / 'typo'))
     assert not (tmp_path / 'X').exists()
     # -save X -resume X: the first start of a restart-safe command begins from scratch
-    assert save_folder.claim(claim_opt(tmp_path / 'X', tmp_path / 'X')) is None
-    assert save_folder.claim(claim_opt(tmp_path / 'Y', tmp_path / 'Y' / 'latest.pt')) is None
+    assert checkpoints.claim(claim_opt(tmp_path / 'X', tmp_path / 'X')) is None
+    assert checkpoints.claim(claim_opt(tmp_path / 'Y', tmp_path / 'Y' / 'latest.pt')) is None
     assert f'=> No checkpoint in {tmp_path / "X"}; starting from scratch' in capsys.readouterr().out
     # an existing folder without a checkpoint: from scratch, as fb.resnet.torch
     (tmp_path / 'empty').mkdir()
-    assert save_folder.claim(claim_opt(tmp_path / 'Z', tmp_path / 'empty')) is None
+    assert checkpoints.claim(claim_opt(tmp_path / 'Z', tmp_path / 'empty')) is None
 
 
 def test_test_only_neither_writes_nor_refuses(run_x, tmp_path):
     before = snapshot(run_x)
-    assert save_folder.claim(claim_opt(run_x, testOnly=True)) is None
-    assert save_folder.claim(claim_opt(tmp_path / 'new', run_x, testOnly=True)) == str(run_x / 'latest.pt')
+    assert checkpoints.claim(claim_opt(run_x, testOnly=True)) is None
+    assert checkpoints.claim(claim_opt(tmp_path / 'new', run_x, testOnly=True)) == str(run_x / 'latest.pt')
     assert not (tmp_path / 'new').exists() and snapshot(run_x) == before
 
 
 def test_unusable_folders(tmp_path, monkeypatch):
     (tmp_path / 'file').write_text('')
     with pytest.raises(GunnError, match=r'^-save .*file is a file, not a folder$'):
-        save_folder.claim(claim_opt(tmp_path / 'file'))
+        checkpoints.claim(claim_opt(tmp_path / 'file'))
     with pytest.raises(GunnError, match=r'^unable to create checkpoint directory: .*file/sub \(Not a directory\)$'):
-        save_folder.claim(claim_opt(tmp_path / 'file' / 'sub'))
+        checkpoints.claim(claim_opt(tmp_path / 'file' / 'sub'))
 
     real_open = open
 
     def read_only(path, *args, **kw):  # the probe write, on a read-only file system
-        if save_folder.PROBE in str(path):
+        if checkpoints.PROBE in str(path):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
         return real_open(path, *args, **kw)
 
-    monkeypatch.setattr(save_folder, 'open', read_only, raising=False)
+    monkeypatch.setattr(checkpoints, 'open', read_only, raising=False)
     with pytest.raises(GunnError, match=r'^-save .*ro is not writable \(Read-only file system\)$'):
-        save_folder.claim(claim_opt(tmp_path / 'ro'))
+        checkpoints.claim(claim_opt(tmp_path / 'ro'))
 
 
 def test_stale_temporary_files_of_our_writes_are_removed(run_x, capsys):
@@ -124,7 +124,7 @@ def test_stale_temporary_files_of_our_writes_are_removed(run_x, capsys):
               'latest.pt.0123456789ABCDEF0123456789ABCDEF.tmp', ours[0] + '.bak', 'x' + ours[1]]
     for name in ours + others:
         (run_x / os.path.basename(name)).write_bytes(b'partial')
-    save_folder.claim(claim_opt(run_x, run_x))
+    checkpoints.claim(claim_opt(run_x, run_x))
     assert sorted(os.listdir(run_x)) == sorted(['latest.pt', 'model_best.pt', *others])
     assert capsys.readouterr().out.count(', left by an interrupted write') == len(ours)
 
@@ -145,18 +145,18 @@ def test_a_folder_in_use_by_another_run_is_refused(tmp_path):
     try:
         assert holder.stdout.readline() == 'locked\n'
         with pytest.raises(GunnError, match=r'^-save .*busy is in use by another training run, which is still going'):
-            save_folder.claim(claim_opt(folder))
+            checkpoints.claim(claim_opt(folder))
     finally:
         holder.kill()
         holder.wait()
-    assert save_folder.claim(claim_opt(folder)) is None  # the lock ended with its process
+    assert checkpoints.claim(claim_opt(folder)) is None  # the lock ended with its process
 
 
 CLAIM_FORK_DIE = textwrap.dedent('''
     import os, sys, time
     from types import SimpleNamespace
-    import save_folder
-    save_folder.claim(SimpleNamespace(save=sys.argv[1], resume='none', testOnly=False))
+    import checkpoints
+    checkpoints.claim(SimpleNamespace(save=sys.argv[1], resume='none', testOnly=False))
     worker = os.fork()
     if worker == 0:  # a data loader worker, orphaned when the training process dies
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -172,10 +172,10 @@ CLAIM_FORK_DIE = textwrap.dedent('''
 def test_the_lock_ends_with_the_training_process_not_its_forked_workers(tmp_path):
     folder = tmp_path / 'run'
     result = subprocess.run([sys.executable, '-c', CLAIM_FORK_DIE, str(folder)], capture_output=True, text=True,
-                            timeout=120, cwd=os.path.dirname(os.path.abspath(save_folder.__file__)))
+                            timeout=120, cwd=os.path.dirname(os.path.abspath(checkpoints.__file__)))
     worker = int(result.stdout)
     try:
         os.kill(worker, 0)  # the orphaned worker still lives ...
-        assert save_folder.claim(claim_opt(folder)) is None  # ... and does not hold the lock
+        assert checkpoints.claim(claim_opt(folder)) is None  # ... and does not hold the lock
     finally:
         os.kill(worker, signal.SIGKILL)
