@@ -21,8 +21,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-import golden
-import parity
+from golden import cases as golden
+from golden import networks as parity
 from support.slices import slice_sizes
 from models import GunnLayer
 from models import fused_gunn_layer as fused

@@ -20,8 +20,8 @@ import torch.nn as nn
 
 from support import distributed
 import models
-import golden
-import parity
+from golden import cases as golden
+from golden import networks as parity
 from ddp_one_gpu import ONE_GPU, train_two_steps
 from models import fused_gunn_layer
 from models.gunn_layer import MEMORY_MODES

@@ -15,7 +15,7 @@ import datasets.transforms as t
 from datasets import cifar, digits
 from support.errors import GunnError
 from opts import N_CLASSES
-from golden import load_case
+from golden.cases import load_case
 
 
 def options(tmp_path, dataset, data='', **extra):

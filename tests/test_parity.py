@@ -4,8 +4,9 @@ import shutil
 
 import pytest
 
-import golden
-import parity
+from golden import cases as golden
+from golden import networks as parity
+import parity as parity_command
 
 LARGE_MISSING = 'the gunn-15 golden files live in ../shared/parity (always present in CI), not in the clone'
 
@@ -56,20 +57,20 @@ def test_schedule_score_and_sgd():
 
 
 def test_parity_command_prints_table_and_exit_status(tmp_path, capsys):
-    fixtures = os.path.join(golden.HERE, 'tests', 'fixtures', 'lua')
+    fixtures = os.path.join(golden.ROOT, 'tests', 'fixtures', 'lua')
     for suffix in ('.json', '.bin'):
         shutil.copy(os.path.join(fixtures, 'gunnlayer_imagenet' + suffix), tmp_path)
-    assert parity.main([str(tmp_path)]) == 0
+    assert parity_command.main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert 'gunnlayer_imagenet [share]' in out and 'verdict' in out and '15/15 comparisons' in out
-    assert parity.main([str(tmp_path / 'empty')]) == 1
+    assert parity_command.main([str(tmp_path / 'empty')]) == 1
 
 
 def test_parity_command_fails_on_a_wrong_result(tmp_path, monkeypatch, capsys):
-    fixtures = os.path.join(golden.HERE, 'tests', 'fixtures', 'lua')
+    fixtures = os.path.join(golden.ROOT, 'tests', 'fixtures', 'lua')
     for suffix in ('.json', '.bin'):
         shutil.copy(os.path.join(fixtures, 'gunnlayer_imagenet' + suffix), tmp_path)
     real_forward = parity.models.GunnLayer.forward
     monkeypatch.setattr(parity.models.GunnLayer, 'forward', lambda self, x: real_forward(self, x) * (1 + 1e-6))
-    assert parity.main([str(tmp_path)]) == 1
+    assert parity_command.main([str(tmp_path)]) == 1
     assert 'FAIL' in capsys.readouterr().out

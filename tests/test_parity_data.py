@@ -1,12 +1,12 @@
 """The transforms, dataset pipelines and image decoding against the Lua's golden data (transforms.json, 96
-cases, with every random draw the Lua made); tolerances are stated in parity_data.py."""
+cases, with every random draw the Lua made); tolerances are stated in golden/data.py."""
 import copy
 
 import pytest
 import torch
 
-import parity_data
-from golden import Report, find_case, load_case
+from golden import data as parity_data
+from golden.cases import Report, find_case, load_case
 from datasets import transforms as t
 
 MISSING = 'transforms.json/.bin (19 MB) live in ../shared/parity (always present in CI), not in the clone'

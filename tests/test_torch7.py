@@ -8,7 +8,7 @@ import torch
 
 import checkpoints
 import models
-import golden
+from golden import cases as golden
 from torch7 import t7
 import torch7_writer
 from support.errors import GunnError

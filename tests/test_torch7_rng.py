@@ -1,5 +1,5 @@
 """-rng torch7: the Torch7 generator emulation, the Lua's initial weights, the golden main.lua run reproduced
-through main.run, the loader streams and their resume (tolerances are stated in parity_torch7.py)."""
+through main.run, the loader streams and their resume (tolerances are stated in golden/torch7_run.py)."""
 import contextlib
 import io
 import os
@@ -12,11 +12,11 @@ import torch
 
 import checkpoints
 from support import distributed
-import golden
+from golden import cases as golden
 import main
 import models
 import opts
-import parity_torch7
+from golden import torch7_run as parity_torch7
 from dataloader import DataLoader
 from datasets import transforms
 from support.errors import GunnError

@@ -6,7 +6,7 @@ import torch
 
 import datasets.transforms as t
 from datasets import cifar
-from golden import load_case
+from golden.cases import load_case
 
 
 def positions(c=3, h=7, w=9):

@@ -22,7 +22,7 @@ import torch
 
 import main
 import models
-from golden import SEARCH_DIRS, load_case, model_opt, worst, zero_grad_bias
+from golden.cases import SEARCH_DIRS, load_case, model_opt, worst, zero_grad_bias
 from torch7.generator import Torch7Generator, read_torch7_state
 from train import Trainer
 

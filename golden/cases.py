@@ -1,5 +1,5 @@
-"""The golden data of the original Lua code and the parity report (shared by parity.py, parity_data.py and
-parity_torch7.py): finding and reading a case (NAME.json + NAME.bin, format in ../shared/parity/README.md),
+"""The golden data of the original Lua code and the parity report (shared by parity.py, golden/data.py and
+golden/torch7_run.py): finding and reading a case (NAME.json + NAME.bin, format in ../shared/parity/README.md),
 relative errors, copying golden weights into a module, and the report table."""
 import json
 import math
@@ -10,8 +10,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SEARCH_DIRS = (os.path.join(HERE, '..', 'shared', 'parity'), os.path.join(HERE, 'tests', 'fixtures', 'lua'))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEARCH_DIRS = (os.path.join(ROOT, '..', 'shared', 'parity'), os.path.join(ROOT, 'tests', 'fixtures', 'lua'))
 
 
 def find_case(name, dirs=SEARCH_DIRS):
