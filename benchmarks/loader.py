@@ -1,6 +1,6 @@
 """Data-loading speed per loader worker, now, without a C compiler, and as it was before, side by side:
 
-    python benchmarks/loader.py [-images 48] [-rounds 10]
+    python -m benchmarks.loader [-images 48] [-rounds 10]
 
 Writes small data sets to a temporary folder (ImageNet-layout JPEGs of typical ImageNet sizes, and a
 CIFAR-10 copy in the python-version format), then times what one loader worker does per image, get(i)
@@ -30,10 +30,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import datasets  # noqa: E402
-from datasets import bicubic, decode, imagenet, transforms  # noqa: E402
+import datasets
+from datasets import bicubic, decode, imagenet, transforms
 
 # (width, height) of ImageNet-like photos, taken in turn
 SIZES = [(500, 375), (375, 500), (500, 333), (333, 500), (500, 500), (400, 300), (640, 480), (500, 400)]

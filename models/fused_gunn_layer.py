@@ -40,10 +40,10 @@ from support.slices import slice_sizes
 # Launch settings per kernel, by dtype and unit width: BLOCK_P pixels per tile; BLOCK_K / BLOCK_C channel
 # block of the reduction / of z; num_warps, num_stages. The unit's own widths (o, 2o, 3o) are padded to
 # the next power of two (>= 16). Chosen without a GPU: compiled for sm_90 with Triton 3.8
-# (tools/fused_kernels_compile.py) for at most ~160 KB of shared memory and no register spills (except
+# (benchmarks/fused_kernels_compile.py) for at most ~160 KB of shared memory and no register spills (except
 # gunn-18's conv3x3_backward_input: 72 bytes); every kernel is register-limited to 1-4 programs per SM
 # (benchmarks/NOTES.md, static occupancy). A GPU session may edit this table to try others
-# (tools/fused_grid_sweep.py). 'narrow': o <= 16 (gunn-15: o = 12); 'wide': gunn-18 (o = 40).
+# (benchmarks/fused_grid_sweep.py). 'narrow': o <= 16 (gunn-15: o = 12); 'wide': gunn-18 (o = 40).
 _FLOAT32_NARROW = {
     'head_forward': dict(BLOCK_P=64, BLOCK_K=32, num_warps=4, num_stages=2),
     'conv3x3_forward': dict(BLOCK_P=64, BLOCK_K=16, num_warps=4, num_stages=2),

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-import bench
+from benchmarks import bench
 
 
 def test_bench_writes_rows_with_the_baseline_first(tmp_path, one_thread):
@@ -39,7 +39,7 @@ def test_profile_lists_each_rows_top_operators(tmp_path, one_thread, capsys):
 
 def test_grid_sweep_runs_each_grid_then_each_launch_setting(monkeypatch):
     from models import fused_gunn_layer
-    from tools import fused_grid_sweep
+    from benchmarks import fused_grid_sweep
     seen = []
     configured = fused_gunn_layer.PROGRAMS_PER_SM
     table = fused_gunn_layer.CONFIGS[torch.float32, 'narrow']

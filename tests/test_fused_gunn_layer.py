@@ -70,11 +70,8 @@ def test_fused_kernels_under_the_triton_interpreter():
 
 
 def compile_tool():
-    spec = importlib.util.spec_from_file_location('fused_kernels_compile',
-                                                  os.path.join(ROOT, 'tools', 'fused_kernels_compile.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+    from benchmarks import fused_kernels_compile
+    return fused_kernels_compile
 
 
 @pytest.mark.skipif(importlib.util.find_spec('triton') is None, reason='Triton is not installed')

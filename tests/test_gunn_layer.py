@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-import memory_report
+from benchmarks import memory_report
 import models
 from models import GunnLayer
 

@@ -1,12 +1,7 @@
 """benchmarks/loader.py end to end at toy sizes: the three implementations side by side, each with its figures."""
-import os
 import re
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
-
-import loader  # noqa: E402
+from benchmarks import loader
 
 
 def test_the_loader_benchmark_prints_every_pipeline_for_every_implementation(capsys):

@@ -149,19 +149,19 @@ else
     stage pytest-cuda 240 "$PYTHON" -m pytest -m cuda -v -rs -p no:cacheprovider --continue-on-collection-errors \
         --durations=15 --junitxml="$OUT/pytest-cuda.xml" "${PYTEST_TIMEOUT[@]}"
 fi
-stage bench-fp32 150 "$PYTHON" bench.py "${BENCH15[@]}" -paths plain,share -exec eager,graph -precision single \
+stage bench-fp32 150 "$PYTHON" -m benchmarks.bench "${BENCH15[@]}" -paths plain,share -exec eager,graph -precision single \
     -json "$OUT/bench-gunn15-fp32.json"
-stage bench-triton 150 "$PYTHON" bench.py "${BENCH15[@]}" -paths triton -exec eager,graph -precision single \
+stage bench-triton 150 "$PYTHON" -m benchmarks.bench "${BENCH15[@]}" -paths triton -exec eager,graph -precision single \
     -json "$OUT/bench-gunn15-triton.json"
 # where the step's time goes: the kernels of the share and triton paths, eager (a graph replays the same ones)
-stage profile 90 "$PYTHON" bench.py "${BENCH15[@]}" -batchSizes $SMALL_BATCH -paths share,triton -exec eager \
+stage profile 90 "$PYTHON" -m benchmarks.bench "${BENCH15[@]}" -batchSizes $SMALL_BATCH -paths share,triton -exec eager \
     -precision single -profile 15 -json "$OUT/profile-gunn15.json"
-stage grid-sweep 150 "$PYTHON" tools/fused_grid_sweep.py "${BENCH15[@]}" -exec graph -precision single
-stage bench-gunn18 120 "$PYTHON" bench.py "${BENCH18[@]}" -paths plain,share,triton -exec eager,graph \
+stage grid-sweep 150 "$PYTHON" benchmarks/fused_grid_sweep.py "${BENCH15[@]}" -exec graph -precision single
+stage bench-gunn18 120 "$PYTHON" -m benchmarks.bench "${BENCH18[@]}" -paths plain,share,triton -exec eager,graph \
     -precision single -json "$OUT/bench-gunn18-fp32.json"
-stage bench-bnsplit 60 "$PYTHON" bench.py "${BENCH15[@]}" -batchSizes $SMALL_BATCH -paths share,triton -exec graph \
+stage bench-bnsplit 60 "$PYTHON" -m benchmarks.bench "${BENCH15[@]}" -batchSizes $SMALL_BATCH -paths share,triton -exec graph \
     -precision single -bnSplit 4 -json "$OUT/bench-gunn15-bnsplit4.json"
-stage bench-bf16 120 "$PYTHON" bench.py "${BENCH15[@]}" -paths share,triton -exec graph -precision bf16 \
+stage bench-bf16 120 "$PYTHON" -m benchmarks.bench "${BENCH15[@]}" -paths share,triton -exec graph -precision bf16 \
     -layout nchw,nhwc -json "$OUT/bench-gunn15-bf16.json"
 
 echo "== total $(($(date +%s) - START))s"

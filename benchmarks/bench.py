@@ -1,4 +1,4 @@
-"""Training-step speed of the GunnLayer paths and execution options, side by side: python bench.py
+"""Training-step speed of the GunnLayer paths and execution options, side by side: python -m benchmarks.bench
 
 Times Trainer.step (forward, loss, backward, SGD update and the step's loss/error figures: the step main.py
 runs) on random data of the network's input size, for every combination of GunnLayer path, execution (eager,
@@ -7,8 +7,8 @@ device. Prints ms/step, images/s, peak device memory and the ratio to the first 
 plain path, eager, single precision, NCHW) at the same batch size, measured in the same run. Absolute times on
 shared machines are noisy: compare ratios.
 
-  python bench.py -netType gunn-15 -batchSizes 64,256 -paths plain,share -exec eager,graph \\
-      -precision single,bf16 -json benchmarks/h100-gunn15.json
+  python -m benchmarks.bench -netType gunn-15 -batchSizes 64,256 -paths plain,share -exec eager,graph \\
+      -precision single,bf16 -json benchmarks/results/h100-gunn15.json
 """
 import argparse
 import gc

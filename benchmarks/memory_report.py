@@ -1,4 +1,4 @@
-"""What autograd keeps for the backward pass of one GunnLayer, per memory option: python memory_report.py
+"""What autograd keeps for the backward pass of one GunnLayer, per memory option: python -m benchmarks.memory_report
 
 Counts the bytes of every tensor storage that autograd saves (torch.autograd.graph.saved_tensors_hooks,
 each storage once), for gunn-15's first GunnLayer (240 channels, 20 segments, 32x32) unless told otherwise.

@@ -1,11 +1,11 @@
 """The fused path's speed for several persistent grid sizes and launch settings, side by side (a GPU
 measurement):
 
-  python tools/fused_grid_sweep.py [-programs 2,4,16] [-configs warps8,half-tiles] BENCH_OPTIONS...
+  python -m benchmarks.fused_grid_sweep [-programs 2,4,16] [-configs warps8,half-tiles] BENCH_OPTIONS...
 
 The fused kernels run a persistent grid of models/fused_gunn_layer.PROGRAMS_PER_SM programs per streaming
 multiprocessor, each walking its share of the tiles, with the launch settings of its CONFIGS table. Compiled
-for sm_90 (tools/fused_kernels_compile.py), most kernels of that table use 160-255 registers a thread, so
+for sm_90 (benchmarks/fused_kernels_compile.py), most kernels of that table use 160-255 registers a thread, so
 only 1-3 programs (8-16 warps) fit on an SM at once: few loads in flight (the first H100 run measured the
 fused path at about a fifth of its bandwidth model). This runs `bench.py -paths triton BENCH_OPTIONS` once
 per grid size with the table as it is, then once per other launch setting (CONFIG_VARIANTS) with the
@@ -14,15 +14,11 @@ configured grid, in one process. The variants change tile sizes and warps only, 
 """
 import argparse
 import contextlib
-import os
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import bench  # noqa: E402
-from models import fused_gunn_layer  # noqa: E402
+from benchmarks import bench
+from models import fused_gunn_layer
 
 # launch settings to try, as edits of each kernel's float32 CONFIGS entry
 CONFIG_VARIANTS = {

@@ -1,4 +1,4 @@
-"""Compile the fused GunnLayer kernels for a GPU, without one: python tools/fused_kernels_compile.py
+"""Compile the fused GunnLayer kernels for a GPU, without one: python -m benchmarks.fused_kernels_compile
 
 Runs one GunnLayer's fused training forward and backward on the CPU with the kernel launches recorded
 instead of run, compiles every distinct kernel specialisation for the target (default sm_90, an H100)
@@ -10,24 +10,21 @@ PROGRAMS_PER_SM programs per SM, and those that do not fit wait for the others t
 rerun. It checks that the kernels compile for the GPU, not that they are right (the tests do that) or fast
 (bench.py on the GPU does that).
 
-  python tools/fused_kernels_compile.py                                  # gunn-15's first layer, batch 64
-  python tools/fused_kernels_compile.py -channels 400 -segments 10 -size 56 -batch 8 -dataset imagenet
+  python -m benchmarks.fused_kernels_compile                                  # gunn-15's first layer, batch 64
+  python -m benchmarks.fused_kernels_compile -channels 400 -segments 10 -size 56 -batch 8 -dataset imagenet
 """
 import argparse
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from models import GunnLayer  # noqa: E402
-from models import fused_gunn_layer as fused  # noqa: E402
-from models.batchnorm import set_bn_split  # noqa: E402
+from models import GunnLayer
+from models import fused_gunn_layer as fused
+from models.batchnorm import set_bn_split
 
 TRITON_TYPES = {torch.float32: 'fp32', torch.float64: 'fp64', torch.int64: 'i64'}
 # per SM, by compute capability (CUDA occupancy calculator): registers, warps, resident blocks, shared
