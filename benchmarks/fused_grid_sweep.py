@@ -3,7 +3,7 @@ measurement):
 
   python -m benchmarks.fused_grid_sweep [-programs 2,4,16] [-configs warps8,half-tiles] BENCH_OPTIONS...
 
-The fused kernels run a persistent grid of models/fused_gunn_layer.PROGRAMS_PER_SM programs per streaming
+The fused kernels run a persistent grid of models/fused/layer.PROGRAMS_PER_SM programs per streaming
 multiprocessor, each walking its share of the tiles, with the launch settings of its CONFIGS table. Compiled
 for sm_90 (benchmarks/fused_kernels_compile.py), most kernels of that table use 160-255 registers a thread, so
 only 1-3 programs (8-16 warps) fit on an SM at once: few loads in flight (the first H100 run measured the
@@ -18,7 +18,7 @@ import contextlib
 import torch
 
 from benchmarks import bench
-from models import fused_gunn_layer
+from models.fused import layer as fused_gunn_layer
 
 # launch settings to try, as edits of each kernel's float32 CONFIGS entry
 CONFIG_VARIANTS = {

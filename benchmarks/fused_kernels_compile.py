@@ -3,7 +3,7 @@
 Runs one GunnLayer's fused training forward and backward on the CPU with the kernel launches recorded
 instead of run, compiles every distinct kernel specialisation for the target (default sm_90, an H100)
 with the installed Triton and its bundled ptxas, and prints registers, spilled bytes and shared memory per
-kernel: what the CONFIGS table of models/fused_gunn_layer.py should keep within (no spills; shared memory
+kernel: what the CONFIGS table of models/fused/layer.py should keep within (no spills; shared memory
 well under the 227 KB an H100 block may have). It also prints how many programs of each kernel fit on one
 SM at once, and what limits them, from the CUDA occupancy rules: the fused path launches
 PROGRAMS_PER_SM programs per SM, and those that do not fit wait for the others to finish. Edit the table,
@@ -23,7 +23,7 @@ import time
 import torch
 
 from models import GunnLayer
-from models import fused_gunn_layer as fused
+from models.fused import layer as fused
 from models.batchnorm import set_bn_split
 
 TRITON_TYPES = {torch.float32: 'fp32', torch.float64: 'fp64', torch.int64: 'i64'}

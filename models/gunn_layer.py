@@ -18,14 +18,14 @@ The two saving paths share one hand-written forward (``_unit_forward``) and back
 of the update unit, built on the aten kernels that autograd itself uses.
 
 ``GunnLayer.kernels`` (``-kernels``) picks the kernels: ``'aten'`` (the paths above) or ``'triton'``, the
-fused GPU path of models/fused_gunn_layer.py (4 kernels per segment forward, 5 backward), which falls back
+fused GPU path of models/fused/layer.py (4 kernels per segment forward, 5 backward), which falls back
 to the aten path where it cannot run (CPU tensors, autocast, no Triton).
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import fused_gunn_layer
+from .fused import layer as fused_gunn_layer
 from .batchnorm import BatchNorm2d
 
 aten = torch.ops.aten

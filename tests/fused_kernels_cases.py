@@ -25,8 +25,8 @@ from golden import cases as golden
 from golden import networks as parity
 from support.slices import slice_sizes
 from models import GunnLayer
-from models import fused_gunn_layer as fused
-from models import fused_kernels
+from models.fused import layer as fused
+from models.fused import kernels as fused_kernels
 from models.batchnorm import BatchNorm2d, set_bn_split
 from test_fused_gunn_layer import assert_float32_as_close_as_plain, pair, ran_fused
 from test_gunn_layer import assert_same_run, randomised

@@ -23,7 +23,7 @@ import models
 from golden import cases as golden
 from golden import networks as parity
 from ddp_one_gpu import ONE_GPU, train_two_steps
-from models import fused_gunn_layer
+from models.fused import layer as fused_gunn_layer
 from models.gunn_layer import MEMORY_MODES
 from test_gunn_layer import assert_same_run, pair, run
 from test_main import ROOT

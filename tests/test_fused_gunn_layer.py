@@ -16,7 +16,7 @@ import models
 import opts
 from conftest import ROOT, requires_cuda
 from models import GunnLayer
-from models import fused_gunn_layer as fused
+from models.fused import layer as fused
 from models.batchnorm import set_bn_split
 from test_gunn_layer import assert_same_run, randomised, run
 

@@ -1,6 +1,6 @@
 """The fused Triton path of the GunnLayer (-kernels triton): launches, workspaces and the autograd Function.
 
-Per update unit, 4 kernels forward and 5 backward (models/fused_kernels.py says what each computes):
+Per update unit, 4 kernels forward and 5 backward (models/fused/kernels.py says what each computes):
 
   forward   head_forward            h = [shortcut; conv1](z), one GEMM over pixels, + batch statistics
             conv3x3_forward         a2 = conv3x3(relu(bn1(h_b))), bn1 on load, + statistics
@@ -39,11 +39,9 @@ from support.slices import slice_sizes
 
 # Launch settings per kernel, by dtype and unit width: BLOCK_P pixels per tile; BLOCK_K / BLOCK_C channel
 # block of the reduction / of z; num_warps, num_stages. The unit's own widths (o, 2o, 3o) are padded to
-# the next power of two (>= 16). Chosen without a GPU: compiled for sm_90 with Triton 3.8
-# (benchmarks/fused_kernels_compile.py) for at most ~160 KB of shared memory and no register spills (except
-# gunn-18's conv3x3_backward_input: 72 bytes); every kernel is register-limited to 1-4 programs per SM
-# (benchmarks/NOTES.md, static occupancy). A GPU session may edit this table to try others
-# (benchmarks/fused_grid_sweep.py). 'narrow': o <= 16 (gunn-15: o = 12); 'wide': gunn-18 (o = 40).
+# the next power of two (>= 16). How they were chosen, and what the compiler and the GPU said of them, is in
+# benchmarks/NOTES.md; benchmarks/fused_kernels_compile.py and benchmarks/fused_grid_sweep.py try others.
+# 'narrow': o <= 16 (gunn-15: o = 12); 'wide': gunn-18 (o = 40).
 _FLOAT32_NARROW = {
     'head_forward': dict(BLOCK_P=64, BLOCK_K=32, num_warps=4, num_stages=2),
     'conv3x3_forward': dict(BLOCK_P=64, BLOCK_K=16, num_warps=4, num_stages=2),
@@ -95,10 +93,10 @@ def interpreting():
 @functools.lru_cache(maxsize=None)
 def _kernels():
     try:
-        from . import fused_kernels
+        from . import kernels
     except ImportError:
         return None
-    return fused_kernels
+    return kernels
 
 
 def unusable_reason(layer, x):

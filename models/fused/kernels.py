@@ -1,4 +1,4 @@
-"""Triton kernels of the fused GunnLayer path (-kernels triton); the host side is models/fused_gunn_layer.py.
+"""Triton kernels of the fused GunnLayer path (-kernels triton); the host side is models/fused/layer.py.
 
 One update unit takes 4 kernels forward and 5 backward instead of about 20 aten kernels each way; every
 BatchNorm's batch statistics come from the epilogue of the kernel that produces its input, and its
