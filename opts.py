@@ -5,10 +5,12 @@ import os
 import re
 import sys
 
-# What each -dataset gives the model files: the classifier size (gunn-18.lua always builds 1000 outputs).
-N_CLASSES = {'imagenet': 1000, 'cifar10': 10, 'cifar100': 100, 'digits': 10}
-DATASETS = tuple(N_CLASSES)
+import datasets
+import models
+from models.gunn_layer import KERNELS
+
 # nEpochs when -nEpochs is 0 (opts.lua: 90 for ImageNet, 164 for CIFAR)
+PRECISIONS = ('single', 'double', 'half', 'bf16')
 DEFAULT_EPOCHS = {'imagenet': 90, 'cifar10': 164, 'cifar100': 164, 'digits': 10}
 
 
@@ -38,14 +40,16 @@ def get_args_parser():
     a('-help', '-h', '--help', action='help', help='show this help and exit')
     g = p.add_argument_group('General options')
     g.add_argument('-data', default='', help='Path to dataset')
-    g.add_argument('-dataset', default='cifar10', help='Options: imagenet | cifar10 | cifar100 | digits')
+    g.add_argument('-dataset', default='cifar10', choices=tuple(datasets.N_CLASSES), metavar='NAME',
+                   help='Options: ' + ' | '.join(datasets.N_CLASSES))
     g.add_argument('-manualSeed', type=int, default=0, help='Manually set RNG seed')
     g.add_argument('-nGPU', type=int, default=1, help='Number of GPUs to use by default')
     g.add_argument('-backend', default='cudnn', help='Options: cudnn | cunn (kept for compatibility; ignored)')
     g.add_argument('-cudnn', default='fastest', choices=('fastest', 'default', 'deterministic'),
                    help='Options: fastest | default | deterministic')
     g.add_argument('-gen', default='gen', help='Path to save generated files')
-    g.add_argument('-precision', default='single', help='Options: single | double | half | bf16')
+    g.add_argument('-precision', default='single', choices=PRECISIONS, metavar='NAME',
+                   help='Options: ' + ' | '.join(PRECISIONS))
     g = p.add_argument_group('Data options')
     g.add_argument('-nThreads', type=int, default=2,
                    help='number of data loading threads (worker processes per loader, train and val, and per '
@@ -64,7 +68,8 @@ def get_args_parser():
     g.add_argument('-momentum', type=float, default=0.9, help='momentum')
     g.add_argument('-weightDecay', type=float, default=1e-4, help='weight decay')
     g = p.add_argument_group('Model options')
-    g.add_argument('-netType', default='gunn-15', help='Options: gunn-15 | gunn-24 | gunn-18 | wide-gunn-18 | gunn-mini')
+    g.add_argument('-netType', default='gunn-15', choices=models.list_models(), metavar='NAME',
+                   help='Options: ' + ' | '.join(models.list_models()))
     g.add_argument('-depth', type=int, default=20, help='ResNet depth (unused by GUNN)')
     g.add_argument('-shortcutType', default='', help='Options: A | B | C (unused by GUNN)')
     g.add_argument('-retrain', default='none', help='Path to model to retrain with (.pt, or .t7 from the Lua code)')
@@ -104,7 +109,7 @@ def get_args_parser():
     g.add_argument('-cudaGraph', type=_bool, default=False, metavar='true|false',
                    help='capture the whole training step as a CUDA graph and replay it (one GPU; not with '
                         '-precision half)')
-    g.add_argument('-kernels', default='aten', choices=('aten', 'triton'),
+    g.add_argument('-kernels', default='aten', choices=KERNELS,
                    help='GunnLayer kernels: aten (PyTorch\'s) or triton (fused GPU kernels, 4 per segment forward '
                         'and 5 backward; the aten path where they cannot run: CPU, autocast)')
     return p
@@ -122,12 +127,11 @@ def parse(argv):
 
 def check(opt):
     """The derived defaults and consistency checks of opts.lua (plus a few of ours)."""
-    if opt.dataset not in DATASETS:
-        raise ValueError(f'unknown dataset: {opt.dataset}')
-    if opt.precision not in ('single', 'double', 'half', 'bf16'):
-        raise ValueError(f'unknown precision: {opt.precision}')
     _check_values(opt)
     _check_data(opt)
+    built_for = models.get_model(opt.netType).datasets
+    if opt.dataset not in built_for:
+        raise ValueError(f'-netType {opt.netType} is built for {"/".join(built_for)}, not -dataset {opt.dataset}')
     opt.shortcutType = opt.shortcutType or ('B' if opt.dataset == 'imagenet' else 'A')
     if opt.tenCrop and opt.dataset != 'imagenet':
         raise ValueError(f'-tenCrop is for imagenet: the {opt.dataset} validation images are used whole')

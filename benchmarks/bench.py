@@ -26,7 +26,7 @@ import models
 from support.distributed import Process
 from models.batchnorm import set_bn_split
 from models.setup import set_cudnn_mode
-from opts import N_CLASSES
+from datasets import N_CLASSES
 from train import Trainer
 
 PATHS = {'plain': dict(shareGradInput=False, optnet=False), 'share': dict(shareGradInput=True, optnet=False),

@@ -13,7 +13,10 @@ from support import fileio
 from datasets import cifar, digits, imagenet
 from support.errors import GunnError
 
-_MODULES = {'cifar10': cifar, 'cifar100': cifar, 'imagenet': imagenet, 'digits': digits}
+# the -dataset names, their modules, and the classifier size the model files build for each (gunn-18.lua
+# always builds 1000 outputs)
+_MODULES = {'imagenet': imagenet, 'cifar10': cifar, 'cifar100': cifar, 'digits': digits}
+N_CLASSES = {'imagenet': 1000, 'cifar10': 10, 'cifar100': 100, 'digits': 10}
 
 
 SPLITS = ('train', 'val')

@@ -4,7 +4,7 @@ import torch.nn as nn
 
 from checkpoints import clean_state_dict, load_file
 from support.errors import GunnError
-from opts import N_CLASSES
+from datasets import N_CLASSES
 from torch7.t7 import read_t7_model
 from .batchnorm import set_bn_split
 from .gunn import get_model, initialize, list_models

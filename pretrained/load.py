@@ -12,7 +12,7 @@ from datasets import digits, imagenet
 from datasets import transforms as t
 from datasets.cifar import VARIANTS
 from support.errors import GunnError
-from opts import N_CLASSES
+from datasets import N_CLASSES
 from pretrained import torch7
 
 LABELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'labels')

@@ -4,7 +4,7 @@ import torch
 
 import models
 from support.errors import GunnError
-from opts import N_CLASSES
+from datasets import N_CLASSES
 from torch7.t7 import classifier_outputs, found_modules, t7_state
 
 

@@ -14,7 +14,7 @@ import datasets
 import datasets.transforms as t
 from datasets import cifar, digits
 from support.errors import GunnError
-from opts import N_CLASSES
+from datasets import N_CLASSES
 from golden.cases import load_case
 
 

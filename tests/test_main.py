@@ -239,7 +239,6 @@ class RunsCode:
     (['-dataset', 'cifar10', '-data', 'evil.pt', '-gen', 'gen-c'],
      'error: evil.pt is not a CIFAR-10 archive (-data takes cifar-10-python.tar.gz, its folder cifar-10-batches-py, '
      'or a folder holding either)'),
-    (['-netType', 'resnet'], "error: unknown -netType 'resnet'; available: gunn-15, gunn-18"),
     (['-dataset', 'cifar10', '-data', 'nowhere-but-here', '-gen', 'gen-c'],
      'error: no CIFAR-10 copy at -data nowhere-but-here (expected cifar-10-python.tar.gz'),
 ])

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 import models
-from opts import N_CLASSES
+from datasets import N_CLASSES
 from support.errors import GunnError
 
 

@@ -36,7 +36,7 @@ def test_derived_defaults(tmp_path, dataset, epochs, shortcut):
 def test_imagenet_defaults(tmp_path):
     (tmp_path / 'data' / 'train').mkdir(parents=True)
     (tmp_path / 'data' / 'val').mkdir()
-    opt = parse('-dataset', 'imagenet', '-data', str(tmp_path / 'data'), save=tmp_path / 'cp')
+    opt = parse('-dataset', 'imagenet', '-netType', 'gunn-18', '-data', str(tmp_path / 'data'), save=tmp_path / 'cp')
     assert (opt.nEpochs, opt.shortcutType) == (90, 'B')
 
 
@@ -76,8 +76,10 @@ def run_main(*argv, cwd):
 
 
 @pytest.mark.parametrize('argv,message', [
-    (['-dataset', 'mnist'], 'unknown dataset: mnist'),
-    (['-precision', 'quad'], 'unknown precision: quad'),
+    (['-dataset', 'mnist'], "argument -dataset: invalid choice: 'mnist'"),
+    (['-precision', 'quad'], "argument -precision: invalid choice: 'quad'"),
+    (['-netType', 'resnet'], "argument -netType: invalid choice: 'resnet'"),
+    (['-netType', 'gunn-18'], '-netType gunn-18 is built for imagenet, not -dataset cifar10'),
     (['-dataset', 'imagenet'], 'missing ImageNet data directory'),
     (['-dataset', 'imagenet', '-data', '.'], 'ImageNet missing `train` directory'),
     (['-resetClassifier', 'true'], '-nClasses required when resetClassifier is set'),
