@@ -7,9 +7,10 @@ import torch.utils.data
 
 import datasets
 from datasets import transforms
+from support import command
 from support.distributed import uses_cuda
-from support.slices import slice_sizes
 from support.errors import GunnError
+from support.slices import slice_sizes
 from torch7.generator import Torch7Draws, Torch7Generator
 
 # Leading tags keep the two kinds of seeds apart (SeedSequence ignores trailing zeros).
@@ -23,6 +24,7 @@ def derive_seed(*keys):
 
 def _worker_init(worker_id):
     torch.set_num_threads(1)  # as the Lua threads: the parallelism is across workers
+    command.ignore_interrupts()  # the training process stops the workers
 
 
 class _Order(torch.utils.data.Sampler):

@@ -6,13 +6,12 @@ import time
 import torch
 
 import checkpoints
-from support import distributed
 import models
 import opts
-
 from dataloader import DataLoader
+from support import command, distributed
 from support.epoch_log import EpochLog
-from support.errors import GunnError, RunStopped
+from support.errors import RunStopped
 from torch7.streams import RunStreams
 from train import Trainer
 
@@ -21,9 +20,8 @@ def main(argv):
     opt = opts.parse(argv)
     try:
         distributed.launch(run, opt)  # run() here, or once per process with -nGPU N / torchrun
-    except KeyboardInterrupt:
-        print('interrupted' + ('' if opt.testOnly else f'; {checkpoints.kept(opt.save)}'), file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: say what the -save folder keeps
+        raise type(e)('' if opt.testOnly else checkpoints.kept(opt.save)) from None
     except RunStopped as e:
         raise RunStopped(f'{e}; {checkpoints.kept(opt.save)}') from None
 
@@ -89,8 +87,4 @@ def run(opt, process):
 
 
 if __name__ == '__main__':
-    try:
-        main(sys.argv[1:])
-    except GunnError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(1)
+    command.run(main, sys.argv[1:], 'main.py')

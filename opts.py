@@ -8,22 +8,18 @@ import sys
 import datasets
 import models
 from models.gunn_layer import KERNELS
+from support import command
 
 # nEpochs when -nEpochs is 0 (opts.lua: 90 for ImageNet, 164 for CIFAR)
 PRECISIONS = ('single', 'double', 'half', 'bf16')
 DEFAULT_EPOCHS = {'imagenet': 90, 'cifar10': 164, 'cifar100': 164, 'digits': 10}
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(command.Parser):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         # '-weightDecay -1e-4' takes -1e-4 as a (negative, so refused) value, not as an unknown option
         self._negative_number_matcher = re.compile(r'^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|nan)$')
-
-    def error(self, message):
-        """Bad options: one line and exit status 2, as torch.CmdLine."""
-        sys.stderr.write(f'{self.prog}: error: {message}\n')
-        sys.exit(2)
 
 
 def _bool(text):
@@ -33,7 +29,7 @@ def _bool(text):
 
 
 def get_args_parser():
-    p = _Parser(prog='main.py', add_help=False, allow_abbrev=False,
+    p = _Parser(prog='main.py', add_help=False,
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                 description='GUNN training script (PyTorch port of the Torch-7 code)')
     a = p.add_argument
@@ -125,6 +121,24 @@ def parse(argv):
     return opt
 
 
+def defaults(**overrides):
+    """The options of a command line that gives only ``overrides`` (names without the dash), with the derived
+    defaults but no checks: how the tools and the tests build options."""
+    opt = get_args_parser().parse_args([])
+    unknown = sorted(set(overrides) - set(vars(opt)))
+    if unknown:
+        raise TypeError(f'no option named {", ".join(unknown)}')
+    vars(opt).update(overrides)
+    _derive(opt)
+    return opt
+
+
+def _derive(opt):
+    """The defaults opts.lua derives from other options."""
+    opt.shortcutType = opt.shortcutType or ('B' if opt.dataset == 'imagenet' else 'A')
+    opt.nEpochs = opt.nEpochs or DEFAULT_EPOCHS[opt.dataset]
+
+
 def check(opt):
     """The derived defaults and consistency checks of opts.lua (plus a few of ours)."""
     _check_values(opt)
@@ -132,10 +146,9 @@ def check(opt):
     built_for = models.get_model(opt.netType).datasets
     if opt.dataset not in built_for:
         raise ValueError(f'-netType {opt.netType} is built for {"/".join(built_for)}, not -dataset {opt.dataset}')
-    opt.shortcutType = opt.shortcutType or ('B' if opt.dataset == 'imagenet' else 'A')
     if opt.tenCrop and opt.dataset != 'imagenet':
         raise ValueError(f'-tenCrop is for imagenet: the {opt.dataset} validation images are used whole')
-    opt.nEpochs = opt.nEpochs or DEFAULT_EPOCHS[opt.dataset]
+    _derive(opt)
     if opt.resetClassifier and opt.nClasses == 0:
         raise ValueError('-nClasses required when resetClassifier is set')
     if opt.shareGradInput and opt.optnet:
@@ -159,9 +172,6 @@ def _check_values(opt):
             raise ValueError(f'-{name} must be a number >= 0, got {value:g}')
     if not 0 < opt.momentum < 1:  # Nesterov momentum (optim.sgd of train.lua) needs a positive one
         raise ValueError(f'-momentum must be between 0 and 1 (Nesterov momentum needs one above 0), got {opt.momentum:g}')
-    if opt.rng == 'torch7' and opt.nGPU > 1:
-        raise ValueError(f'-rng torch7 runs in one process, not -nGPU {opt.nGPU} (-bnSplit {opt.nGPU} gives the '
-                         f'BatchNorm of {opt.nGPU} GPUs in one)')
     if opt.cudaGraph and opt.precision == 'half':
         raise ValueError('-cudaGraph true does not work with -precision half (its loss scaling reads an overflow '
                          'flag on the host every step); use -precision bf16 or -cudaGraph false')

@@ -16,7 +16,6 @@ from golden import data, torch7_run
 from golden.cases import SEARCH_DIRS, Report, find_case, load_case
 from golden.networks import check_extras, check_gunn15, check_gunn18, check_gunnlayer, check_torch7_import, has_t7
 
-
 # case name -> (is it in dirs, check)
 CASES = {
     'gunnlayer_cifar': (find_case, lambda r, d: check_gunnlayer(r, 'gunnlayer_cifar', d)),

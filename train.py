@@ -70,7 +70,7 @@ class Trainer:
         if scalerState:  # a resumed -precision half run goes on with its loss scale ({} from other precisions)
             self.scaler.load_state_dict(scalerState)
         self.progress = self._progress_mode(opt)
-        self.runStep = self._graphed_step() if getattr(opt, 'cudaGraph', False) else self.step
+        self.runStep = self._graphed_step() if opt.cudaGraph else self.step
         self.lr = None
 
     @property
@@ -137,6 +137,21 @@ class Trainer:
             self.runStep.release()  # the captured update holds the learning rate as a constant
         self.lr = lr
 
+    def _add(self, sums, ready, show):
+        """Adds an iteration whose figures reached the host (one iteration late, device_figures.OneLate) to the
+        epoch's sums, in the Lua's arithmetic, and shows it: show(n, seconds, dataTime, loss, top1, top5), the
+        loss None in testing."""
+        if ready is None:
+            return
+        (n, seconds, dataTime), (*lossSum, top1Wrong, top5Wrong, count) = ready
+        loss = lossSum[0] / count if lossSum else None
+        top1, top5 = self.score(top1Wrong, top5Wrong, count)
+        for key, value in (('loss', loss), ('top1', top1), ('top5', top5)):
+            if value is not None:
+                sums[key] += value * count
+        sums['N'] += count
+        show(n, seconds, dataTime, loss, top1, top5)
+
     def train(self, epoch, dataloader):
         """Train one epoch; returns (top1, top5, loss) averaged over the epoch's images."""
         lr = self.learningRate(epoch)
@@ -149,25 +164,19 @@ class Trainer:
         timer = dataTimer = time.perf_counter()
         bar = self._iterate(dataloader, epoch, f'Epoch {epoch}')
 
-        def report(ready):
-            """The Lua line of an iteration whose figures reached the host; stops the run on a diverged loss."""
-            if ready is None:
-                return
-            (n, seconds, dataTime), (lossBatch, top1Wrong, top5Wrong, count) = ready
-            loss = lossBatch / count
+        def show(n, seconds, dataTime, loss, top1, top5):
             if not math.isfinite(loss):
                 raise GunnError(f'the loss is {loss} at epoch {epoch}, iteration {n}: training diverged; '
                                 f'stopping without saving this epoch ({checkpoints.kept(self.opt.save)})')
-            top1, top5 = self.score(top1Wrong, top5Wrong, count)
-            for key, value in (('loss', loss), ('top1', top1), ('top5', top5)):
-                sums[key] += value * count
-            sums['N'] += count
             line = 'Err %1.4f  top1 %7.3f  top5 %7.3f' % (loss, top1, top5)
             if self.progress == 'bar' and self.rank == 0:
                 bar.set_postfix_str(f'{line}  lr {lr:g}')
             else:
                 self._log(' | Epoch: [%d][%d/%d]    Time %.3f  Data %.3f  %s' % (epoch, n, trainSize, seconds,
                                                                               dataTime, line))
+
+        def report(ready):
+            self._add(sums, ready, show)
 
         for n, sample in bar:
             dataTime = time.perf_counter() - dataTimer
@@ -200,18 +209,14 @@ class Trainer:
         timer = dataTimer = time.perf_counter()
         bar = self._iterate(dataloader, epoch, f'Test {epoch}')
 
-        def report(ready):
-            if ready is None:
-                return
-            (n, seconds, dataTime), (top1Wrong, top5Wrong, count) = ready
-            top1, top5 = self.score(top1Wrong, top5Wrong, count)
-            sums['top1'] += top1 * count
-            sums['top5'] += top5 * count
-            sums['N'] += count
+        def show(n, seconds, dataTime, loss, top1, top5):
             if self.progress == 'lines':
                 self._log(' | Test: [%d][%d/%d]    Time %.3f  Data %.3f  top1 %7.3f (%7.3f)  top5 %7.3f (%7.3f)' % (
                     epoch, n, size, seconds, dataTime, top1, sums['top1'] / sums['N'], top5,
                     sums['top5'] / sums['N']))
+
+        def report(ready):
+            self._add(sums, ready, show)
 
         for n, sample in bar:
             dataTime = time.perf_counter() - dataTimer
@@ -250,15 +255,19 @@ class Trainer:
         return input, sample['target'].to(self.device, non_blocking=nonBlocking)
 
     def learningRate(self, epoch):
-        """GUNN's schedule: CIFAR x0.1 from 50 % and from 75 % of -nEpochs; ImageNet x0.1 every 30 epochs,
-        with one extra decade from the fourth step on (decay 3 becomes 4), exactly as the Lua."""
-        decay = 0
-        if self.opt.dataset == 'imagenet':
-            decay = (epoch - 1) // 30
-            if decay >= 3:
-                decay += 1
-        elif epoch >= 0.75 * self.opt.nEpochs:  # cifar10, cifar100 (and our digits)
-            decay = 2
-        elif epoch >= 0.5 * self.opt.nEpochs:
-            decay = 1
-        return self.opt.LR * math.pow(0.1, decay)
+        return learning_rate(self.opt, epoch)
+
+
+def learning_rate(opt, epoch):
+    """GUNN's schedule: CIFAR x0.1 from 50 % and from 75 % of -nEpochs; ImageNet x0.1 every 30 epochs, with
+    one extra decade from the fourth step on (decay 3 becomes 4), exactly as the Lua."""
+    decay = 0
+    if opt.dataset == 'imagenet':
+        decay = (epoch - 1) // 30
+        if decay >= 3:
+            decay += 1
+    elif epoch >= 0.75 * opt.nEpochs:  # cifar10, cifar100 (and our digits)
+        decay = 2
+    elif epoch >= 0.5 * opt.nEpochs:
+        decay = 1
+    return opt.LR * math.pow(0.1, decay)

@@ -17,16 +17,16 @@ import json
 import os
 import platform
 import time
-from types import SimpleNamespace
 
 import torch
 import torch.nn as nn
 
 import models
-from support.distributed import Process
+import opts
+from datasets import N_CLASSES
 from models.batchnorm import set_bn_split
 from models.setup import set_cudnn_mode
-from datasets import N_CLASSES
+from support.distributed import Process
 from train import Trainer
 
 PATHS = {'plain': dict(shareGradInput=False, optnet=False), 'share': dict(shareGradInput=True, optnet=False),
@@ -38,7 +38,7 @@ LAYOUTS = {'nchw': torch.contiguous_format, 'nhwc': torch.channels_last}
 
 
 def build(netType, dataset, path, device, layout, bnSplit=1):
-    opt = SimpleNamespace(netType=netType, dataset=dataset, **{'optMemory': 0, 'kernels': 'aten', **PATHS[path]})
+    opt = opts.defaults(netType=netType, dataset=dataset, **PATHS[path])
     torch.manual_seed(0)
     model = models.create(opt)
     set_bn_split(model, bnSplit)
@@ -93,8 +93,8 @@ def top_kernels(run, device, steps, top):
 def measure(args, dataset, size, device, batch, path, execution, precision, layout, mode):
     """One row: ms/step, images/s and peak memory of one combination (and its top kernels with -profile)."""
     model = build(args.netType, dataset, path, device, layout, args.bnSplit)
-    opt = SimpleNamespace(dataset=dataset, nEpochs=1, LR=0.01, momentum=0.9, weightDecay=1e-4, precision=precision,
-                          progress='lines', cudaGraph=execution == 'graph')
+    opt = opts.defaults(dataset=dataset, nEpochs=1, LR=0.01, precision=precision, progress='lines',
+                        cudaGraph=execution == 'graph')
     trainer = Trainer(model, nn.CrossEntropyLoss(), opt, process=Process(device=str(device)))
     model.to(trainer.dtype)
     generator = torch.Generator(device).manual_seed(0)

@@ -23,8 +23,8 @@ import time
 import torch
 
 from models import GunnLayer
-from models.fused import layer as fused
 from models.batchnorm import set_bn_split
+from models.fused import layer as fused
 
 TRITON_TYPES = {torch.float32: 'fp32', torch.float64: 'fp64', torch.int64: 'i64'}
 # per SM, by compute capability (CUDA occupancy calculator): registers, warps, resident blocks, shared

@@ -23,7 +23,6 @@ import platform
 import sys
 import tempfile
 import time
-from types import SimpleNamespace
 from unittest import mock
 
 import numpy as np
@@ -31,6 +30,7 @@ import torch
 from PIL import Image
 
 import datasets
+import opts
 from datasets import bicubic, decode, imagenet, transforms
 
 # (width, height) of ImageNet-like photos, taken in turn
@@ -135,8 +135,7 @@ def main(argv):
         pipelines = {}
         for dataset, data, n_images in (('cifar10', 'cifar', 20 * args.images),
                                         ('imagenet', 'imagenet', args.images)):
-            opt = SimpleNamespace(dataset=dataset, data=os.path.join(root, data), gen=os.path.join(root, 'gen'),
-                                  tenCrop=False)
+            opt = opts.defaults(dataset=dataset, data=os.path.join(root, data), gen=os.path.join(root, 'gen'))
             with contextlib.redirect_stdout(None):
                 for split in ('train', 'val'):
                     pipelines[f'{dataset} {split}'] = (datasets.create(opt, split), n_images)

@@ -9,8 +9,8 @@ the files under it changed. Labels are 0-based (the Lua ones are 1-based).
 """
 import os
 
-from support import fileio
 from datasets import cifar, digits, imagenet
+from support import fileio
 from support.errors import GunnError
 
 # the -dataset names, their modules, and the classifier size the model files build for each (gunn-18.lua

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 import datasets
-from datasets import bicubic, transforms as t
+from datasets import bicubic
+from datasets import transforms as t
 from datasets.decode import load_image
 from support.errors import GunnError
 
@@ -98,7 +99,7 @@ class ImagenetDataset:
         self.imageClass = info[split]['imageClass']
         self.classList = info['classList']
         self.split = split
-        self.tenCrop = bool(getattr(opt, 'tenCrop', False))
+        self.tenCrop = opt.tenCrop
         self.dir = os.path.join(opt.data, split)
         self.index = datasets.cache_path(opt)
         if not os.path.isdir(self.dir):

@@ -4,11 +4,12 @@ relative errors, copying golden weights into a module, and the report table."""
 import json
 import math
 import os
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 import torch.nn as nn
+
+import opts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEARCH_DIRS = (os.path.join(ROOT, '..', 'shared', 'parity'), os.path.join(ROOT, 'tests', 'fixtures', 'lua'))
@@ -96,8 +97,8 @@ class Report:
 
 
 def model_opt(netType, dataset, memory, kernels='aten'):
-    return SimpleNamespace(netType=netType, dataset=dataset, optnet=memory == 'recompute', optMemory=0,
-                           shareGradInput=memory == 'share', kernels=kernels)
+    return opts.defaults(netType=netType, dataset=dataset, optnet=memory == 'recompute',
+                         shareGradInput=memory == 'share', kernels=kernels)
 
 
 def bns(module):

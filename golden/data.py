@@ -22,11 +22,11 @@ port does instead; they do not fail the report.
 import json
 import os
 import tempfile
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 
+import opts
 from datasets import cifar, imagenet
 from datasets import transforms as t
 from support.errors import GunnError
@@ -145,11 +145,11 @@ def _dataset(case_meta, raw, folder):
         os.makedirs(os.path.join(folder, case_meta['split']), exist_ok=True)
         info = {'classList': [], case_meta['split']: {'imagePath': torch.zeros(1, 1, dtype=torch.uint8),
                                                       'imageClass': torch.zeros(1, dtype=torch.int64)}}
-        return imagenet.Dataset(info, SimpleNamespace(data=folder, gen=folder, dataset='imagenet', tenCrop=case_meta['tenCrop']),
-                                case_meta['split'])
+        opt = opts.defaults(data=folder, gen=folder, dataset='imagenet', tenCrop=case_meta['tenCrop'])
+        return imagenet.Dataset(info, opt, case_meta['split'])
     info = {'classList': [], case_meta['split']: {'data': _tensor(raw)[None],
                                                   'labels': torch.zeros(1, dtype=torch.int64)}}
-    return cifar.Dataset(info, SimpleNamespace(dataset=case_meta['dataset']), case_meta['split'])
+    return cifar.Dataset(info, opts.defaults(dataset=case_meta['dataset']), case_meta['split'])
 
 
 def check_transform(report, case, meta, tensors):
@@ -190,7 +190,7 @@ def check_decode(report, case, meta, tensors, folder):
     lua = tensors.get(f'{case}/output')
     quantity = 'decoded pixels' if lua is not None else 'decoded (the Lua raises)'
     try:
-        out = imagenet.Dataset(info, SimpleNamespace(data=folder, gen=folder, dataset='imagenet', tenCrop=False), 'val').get(0)['input']
+        out = imagenet.Dataset(info, opts.defaults(data=folder, gen=folder, dataset='imagenet'), 'val').get(0)['input']
     except GunnError as e:
         report.add(case, quantity, 'float32', float('inf'), 0.0, absolute=True, problem=str(e))
         return

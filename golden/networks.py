@@ -4,19 +4,28 @@ gunn-15 .t7 read into the port."""
 import contextlib
 import io
 import os
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 import models
+import opts
 from dataloader import FixedBatches
-from golden.cases import (SEARCH_DIRS, bn_errors, find_case, load_case, load_golden_state, model_opt, rel_err, worst,
-                          zero_grad_bias)
+from golden.cases import (
+    SEARCH_DIRS,
+    bn_errors,
+    find_case,
+    load_case,
+    load_golden_state,
+    model_opt,
+    rel_err,
+    worst,
+    zero_grad_bias,
+)
 from support.distributed import Process
 from torch7 import t7
-from train import Trainer
+from train import Trainer, learning_rate
 
 
 def _row_name(case, memory, kernels, device):
@@ -93,8 +102,7 @@ def check_gunn15(report, dirs=SEARCH_DIRS, memory='share', device='cpu', kernels
     model = models.create(model_opt('gunn-15', 'cifar10', memory, kernels)).double()
     load_golden_state(model, meta, t, 'init/param/')
     model.to(device)
-    opt = SimpleNamespace(dataset='cifar10', nEpochs=300, LR=0.1, momentum=0.9, weightDecay=1e-4,
-                          precision='double', progress='lines')
+    opt = opts.defaults(dataset='cifar10', nEpochs=300, precision='double', progress='lines')
     criterion = _RecordingLoss()
     batches = [{'input': T(f'train/batch{i}/input'), 'target': T(f'train/batch{i}/target') - 1, 'batchTotal': 4}
                for i in (1, 2, 3)]
@@ -164,8 +172,8 @@ def check_extras(report, dirs=SEARCH_DIRS):
     worst_lr = 0.0
     for name, info in meta['lr_schedule'].items():
         nEpochs = int(name.rsplit('nEpochs', 1)[1])
-        trainer = SimpleNamespace(opt=SimpleNamespace(dataset=info['dataset'], nEpochs=nEpochs, LR=info['LR']))
-        ours = [Trainer.learningRate(trainer, e) for e in range(1, len(info['lr']) + 1)]
+        opt = opts.defaults(dataset=info['dataset'], nEpochs=nEpochs, LR=info['LR'])
+        ours = [learning_rate(opt, e) for e in range(1, len(info['lr']) + 1)]
         worst_lr = max(worst_lr, max(abs(a - b) / b for a, b in zip(ours, info['lr'])))
     report.add('extras', 'learning-rate schedules', 'float64', worst_lr, 0.0)
     for kind, nCrops in (('single', 1), ('tencrop', 10)):

@@ -25,8 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .fused import layer as fused_gunn_layer
 from .batchnorm import BatchNorm2d
+from .fused import layer as fused_gunn_layer
 
 aten = torch.ops.aten
 

@@ -3,13 +3,15 @@ import torch
 import torch.nn as nn
 
 from checkpoints import clean_state_dict, load_file
-from support.errors import GunnError
 from datasets import N_CLASSES
+from support.errors import GunnError
 from torch7.t7 import read_t7_model
+
+from . import torch7_init
 from .batchnorm import set_bn_split
 from .gunn import get_model, initialize, list_models
 from .gunn_layer import GunnLayer
-from . import torch7_init
+
 
 def memory_mode(opt):
     """GunnLayer backward variant for the memory options (see models/gunn_layer.py)."""
@@ -36,7 +38,7 @@ def create(opt, generator=None):
         torch7_init.initialize(model, generator)
     for layer in gunn_layers(model):
         layer.memory = memory_mode(opt)
-        layer.kernels = getattr(opt, 'kernels', 'aten')  # option objects of tools and tests may lack it
+        layer.kernels = opt.kernels
     return model
 
 

@@ -14,8 +14,9 @@ if not __package__:  # run as a script: the project's packages live one folder u
 
 import torch  # noqa: E402
 
-from support.errors import GunnError  # noqa: E402
 from pretrained import cli, load  # noqa: E402
+from support import command  # noqa: E402
+from support.errors import GunnError  # noqa: E402
 
 
 def parse(argv):
@@ -47,4 +48,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    cli.run(main)
+    command.run(main, sys.argv[1:], 'classify.py')

@@ -1,18 +1,10 @@
-"""Command-line plumbing of the tools: every user error is one 'error: ...' line and exit status 1."""
-import argparse
+"""Command-line plumbing of the tools: the model options, and the output check."""
 import os
-import sys
 
+from support import command
 from support.errors import GunnError
 
-
-class Parser(argparse.ArgumentParser):
-    def __init__(self, **kwargs):
-        super().__init__(allow_abbrev=False, **kwargs)
-
-    def error(self, message):
-        # argparse would print the usage and exit with 2; the Lua tools exit with 1
-        raise GunnError(f'{message} ({" ".join(self.format_usage().split())})')
+Parser = command.Parser
 
 
 def add_model_options(parser, metavar='MODEL'):
@@ -30,10 +22,3 @@ def check_output(path):
     if os.path.isdir(path):
         raise GunnError(f'{path} is a folder, not an output file')
 
-
-def run(main):
-    try:
-        main(sys.argv[1:])
-    except GunnError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(1)

@@ -11,9 +11,12 @@ import sys
 if not __package__:  # run as a script: the project's packages live one folder up
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from support import fileio  # noqa: E402
-from support.errors import GunnError  # noqa: E402
 from pretrained import cli, load  # noqa: E402
+from support import (
+    command,  # noqa: E402
+    fileio,  # noqa: E402
+)
+from support.errors import GunnError  # noqa: E402
 
 
 def main(argv):
@@ -32,4 +35,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    cli.run(main)
+    command.run(main, sys.argv[1:], 'convert_t7.py')

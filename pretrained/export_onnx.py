@@ -17,8 +17,9 @@ if not __package__:  # run as a script: the project's packages live one folder u
 import torch  # noqa: E402
 
 import models  # noqa: E402
-from support.errors import GunnError  # noqa: E402
 from pretrained import cli, load  # noqa: E402
+from support import command  # noqa: E402
+from support.errors import GunnError  # noqa: E402
 
 # Relative to the largest logit (at least 1): two float32 runtimes sum in different orders, ~1e-6 apart.
 TOLERANCE = 1e-4
@@ -72,4 +73,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    cli.run(main)
+    command.run(main, sys.argv[1:], 'export_onnx.py')

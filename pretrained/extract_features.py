@@ -15,10 +15,13 @@ if not __package__:  # run as a script: the project's packages live one folder u
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from support import fileio  # noqa: E402
 from datasets.imagenet import EXTENSIONS  # noqa: E402
-from support.errors import GunnError  # noqa: E402
 from pretrained import cli, load  # noqa: E402
+from support import (
+    command,  # noqa: E402
+    fileio,  # noqa: E402
+)
+from support.errors import GunnError  # noqa: E402
 
 
 def parse(argv):
@@ -92,4 +95,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    cli.run(main)
+    command.run(main, sys.argv[1:], 'extract_features.py')

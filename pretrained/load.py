@@ -1,19 +1,18 @@
 """Opening a trained network for inference, with its labels and input pipeline (shared by the tools)."""
 import os
-from types import SimpleNamespace
 
 import torch
 
 import checkpoints
 import models
-from torch7 import t7
-from support import fileio
-from datasets import digits, imagenet
+import opts
+from datasets import N_CLASSES, digits, imagenet
 from datasets import transforms as t
 from datasets.cifar import VARIANTS
-from support.errors import GunnError
-from datasets import N_CLASSES
 from pretrained import torch7
+from support import fileio
+from support.errors import GunnError
+from torch7 import t7
 
 LABELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'labels')
 
@@ -70,8 +69,7 @@ def _checked_labels(path, dataset, outputs):
 
 def _build(netType, dataset):
     # the memory options only choose how GunnLayer computes gradients: irrelevant for inference
-    return models.create(SimpleNamespace(netType=netType, dataset=dataset, optnet=False, optMemory=0,
-                                         shareGradInput=True))
+    return models.create(opts.defaults(netType=netType, dataset=dataset))
 
 
 def _from_t7(path, netType, dataset):

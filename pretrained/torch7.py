@@ -3,8 +3,8 @@ classifier size (the tools' guessing; the reading itself is torch7/t7.py)."""
 import torch
 
 import models
-from support.errors import GunnError
 from datasets import N_CLASSES
+from support.errors import GunnError
 from torch7.t7 import classifier_outputs, found_modules, t7_state
 
 

@@ -20,8 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from support.errors import GunnError, RunStopped
-
+from support.errors import GunnError, OptionError, RunStopped
 
 DDP = torch.nn.parallel.DistributedDataParallel
 # Every process keeps the BatchNorm running statistics of its own slices: no buffer broadcast before each
@@ -69,12 +68,12 @@ def check(opt):
             raise GunnError(f'-nGPU {opt.nGPU}, but no GPU is visible: {_same_experiment(opt, 1)} runs the same '
                             f'experiment in one process (or -device cpu for {opt.nGPU} CPU processes)')
     if opt.batchSize % world_size:
-        raise GunnError(f'-batchSize {opt.batchSize} is not divisible by the {world_size} training processes')
-    if getattr(opt, 'cudaGraph', False) and world_size > 1:
-        raise GunnError(f'-cudaGraph true trains in one process, not {world_size} '
+        raise OptionError(f'-batchSize {opt.batchSize} is not divisible by the {world_size} training processes')
+    if opt.cudaGraph and world_size > 1:
+        raise OptionError(f'-cudaGraph true trains in one process, not {world_size} '
                         '(use -cudaGraph false, or -bnSplit to emulate several GPUs on one)')
-    if getattr(opt, 'rng', 'pytorch') == 'torch7' and world_size > 1:
-        raise GunnError(f'-rng torch7 runs in one process, not {world_size} (-bnSplit {world_size} gives the '
+    if opt.rng == 'torch7' and world_size > 1:
+        raise OptionError(f'-rng torch7 runs in one process, not {world_size} (-bnSplit {world_size} gives the '
                         f'BatchNorm of {world_size} GPUs in one)')
 
 

@@ -7,3 +7,7 @@ class GunnError(Exception):
 
 class RunStopped(GunnError):
     """A training run ended before its last epoch; the driver adds what its -save folder still holds."""
+
+
+class OptionError(GunnError):
+    """Options that cannot work together on this machine (found after parsing): a usage error, exit status 2."""

@@ -16,9 +16,11 @@ import torch.distributed as dist
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from support import distributed  # noqa: E402
+from helpers import rank_batches  # noqa: E402
+from test_distributed import run_opt  # noqa: E402
+
 import models  # noqa: E402
-from test_distributed import rank_batches, run_opt  # noqa: E402
+from support import distributed  # noqa: E402
 from train import Trainer  # noqa: E402
 
 ONE_GPU = 'cuda:0' if os.environ.get('GUNN_TEST_DEVICE', 'cuda') == 'cuda' else 'cpu'

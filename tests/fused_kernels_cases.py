@@ -20,16 +20,16 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+from helpers import assert_float32_as_close_as_plain, assert_same_run, ran_fused, randomised
+from helpers import fused_pair as pair
 
 from golden import cases as golden
 from golden import networks as parity
-from support.slices import slice_sizes
 from models import GunnLayer
-from models.fused import layer as fused
-from models.fused import kernels as fused_kernels
 from models.batchnorm import BatchNorm2d, set_bn_split
-from test_fused_gunn_layer import assert_float32_as_close_as_plain, pair, ran_fused
-from test_gunn_layer import assert_same_run, randomised
+from models.fused import kernels as fused_kernels
+from models.fused import layer as fused
+from support.slices import slice_sizes
 
 pytestmark = pytest.mark.skipif(os.environ.get('TRITON_INTERPRET') != '1', reason='needs TRITON_INTERPRET=1')
 

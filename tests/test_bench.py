@@ -38,8 +38,8 @@ def test_profile_lists_each_rows_top_operators(tmp_path, one_thread, capsys):
 
 
 def test_grid_sweep_runs_each_grid_then_each_launch_setting(monkeypatch):
-    from models.fused import layer as fused_gunn_layer
     from benchmarks import fused_grid_sweep
+    from models.fused import layer as fused_gunn_layer
     seen = []
     configured = fused_gunn_layer.PROGRAMS_PER_SM
     table = fused_gunn_layer.CONFIGS[torch.float32, 'narrow']

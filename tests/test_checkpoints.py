@@ -3,34 +3,20 @@ import errno
 import os
 import pickle
 import re
-from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import mini_opt, saved_run
 
 import checkpoints
-from support import epoch_log
 import models
-from support import fileio
+from support import epoch_log, fileio
 from support.epoch_log import EpochLog
 from support.errors import GunnError
 
 
 def model_opt(netType='gunn-mini', dataset='digits', **kw):
-    base = dict(netType=netType, dataset=dataset, optnet=False, optMemory=0, shareGradInput=True, save='.',
-                resume='none', retrain='none', resetClassifier=False, nClasses=0, precision='single',
-                cudnn='default', bnSplit=1, batchSize=32)
-    return SimpleNamespace(**{**base, **kw})
-
-
-def saved_run(tmp_path, epoch=3, best=(12.5, 1.0)):
-    opt = model_opt(save=str(tmp_path))
-    model = models.create(opt)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
-    model(torch.randn(2, 3, 32, 32)).sum().backward()
-    optimizer.step()
-    checkpoints.save(epoch, model, optimizer.state_dict(), True, opt, best)
-    return opt, model, optimizer
+    return mini_opt(netType=netType, dataset=dataset, save='.', cudnn='default', **kw)
 
 
 def test_latest_and_best_hold_plain_data_and_load_weights_only(tmp_path):

@@ -12,23 +12,19 @@ import csv
 import os
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn as nn
+from ddp_one_gpu import ONE_GPU, train_two_steps
+from helpers import ROOT, assert_same_run, assert_same_state, batches, mini, mini_opt, pair, quiet, run
 
-from support import distributed
 import models
 from golden import cases as golden
 from golden import networks as parity
-from ddp_one_gpu import ONE_GPU, train_two_steps
 from models.fused import layer as fused_gunn_layer
 from models.gunn_layer import MEMORY_MODES
-from test_gunn_layer import assert_same_run, pair, run
-from test_main import ROOT
-from test_train import quiet, trainer_opt
-from test_train_step import assert_same_state, batches, mini
+from support import distributed
 from tools import make_cifar
 from train import Trainer
 
@@ -185,7 +181,7 @@ def test_cuda_graph_trains_as_eager(memory, dtype, precision, bnSplit, exact_cud
     trainers = []
     for graph in (False, True):
         model = mini(dtype, bnSplit, memory).to(DEVICE)
-        trainers.append(Trainer(model, nn.CrossEntropyLoss(), trainer_opt(precision=precision, nEpochs=4,
+        trainers.append(Trainer(model, nn.CrossEntropyLoss(), mini_opt(precision=precision, nEpochs=4,
                                                                           cudaGraph=graph),
                                 process=distributed.Process(device=DEVICE.type)))
     eager, graphed = trainers
@@ -201,7 +197,7 @@ def test_cuda_graph_trains_as_eager(memory, dtype, precision, bnSplit, exact_cud
 def test_trainer_mixed_precision_on_cuda(precision):
     model = mini(torch.float32).to(DEVICE)
     before = [p.detach().clone() for p in model.parameters()]
-    trainer = Trainer(model, nn.CrossEntropyLoss(), trainer_opt(precision=precision),
+    trainer = Trainer(model, nn.CrossEntropyLoss(), mini_opt(precision=precision),
                       process=distributed.Process(device=DEVICE.type))
     (top1, _, loss), _ = quiet(trainer.train, 1, batches(dtype=torch.float32))
     assert 1.0 < loss < 4.0 and 0 <= top1 <= 100
@@ -284,8 +280,7 @@ def test_distributed_data_parallel_with_cuda_tensors(tmp_path, backend, nproc, e
     trained = torchrun(tmp_path, nproc, backend)
     reference = train_two_steps(distributed.Process(device=ONE_GPU), bnSplit=nproc)
     torch.manual_seed(0)
-    initial = models.create(SimpleNamespace(netType='gunn-mini', dataset='digits', optnet=False, optMemory=0,
-                                            shareGradInput=True)).state_dict()
+    initial = models.create(mini_opt()).state_dict()
     moved = 0
     for name, value in reference.items():
         torch.testing.assert_close(trained[name], value, rtol=1e-11, atol=1e-13, msg=name)

@@ -1,29 +1,18 @@
-import types
 
 import pytest
 import torch
+from helpers import cifar_like
 
 import datasets.transforms as t
+import opts
 from dataloader import DataLoader
-from datasets.cifar import VARIANTS, CifarDataset
 from support.errors import GunnError
 
 N = 23
 
 
 def options(**changes):
-    opt = dict(data='', dataset='cifar10', gen='unused', manualSeed=5, nThreads=0, batchSize=5, tenCrop=False,
-               device='cpu')
-    opt.update(changes)
-    return types.SimpleNamespace(**opt)
-
-
-def cifar_like(split, n=N):
-    """The real CIFAR dataset class (with its augmentation) on random images; label i = image i."""
-    generator = torch.Generator().manual_seed(0)
-    data = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=generator)
-    info = {'classList': [str(i) for i in range(n)], split: {'data': data, 'labels': torch.arange(n)}}
-    return CifarDataset(info, split, VARIANTS['cifar10'].meanstd)
+    return opts.defaults(**{'gen': 'unused', 'manualSeed': 5, 'nThreads': 0, 'batchSize': 5, 'device': 'cpu', **changes})
 
 
 class TenCropImages:

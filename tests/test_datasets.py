@@ -1,3 +1,4 @@
+import argparse
 import io
 import os
 import pickle
@@ -8,19 +9,19 @@ import types
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import image_tree
+from helpers import save_image as save
 
 import datasets
 import datasets.transforms as t
-from datasets import cifar, digits
-from support.errors import GunnError
-from datasets import N_CLASSES
+import opts
+from datasets import N_CLASSES, cifar, digits
 from golden.cases import load_case
+from support.errors import GunnError
 
 
 def options(tmp_path, dataset, data='', **extra):
-    return types.SimpleNamespace(dataset=dataset, data=str(data), gen=str(tmp_path / 'gen'), tenCrop=False,
-                                 **extra)
+    return opts.defaults(dataset=dataset, data=str(data), gen=str(tmp_path / 'gen'), **extra)
 
 
 # ---- CIFAR files in the python-pickle format of the real archives ----
@@ -204,31 +205,10 @@ def test_unreadable_cache_and_unknown_dataset(tmp_path):
     with pytest.raises(GunnError, match='digits.pt.*delete it'):
         datasets.create(opt, 'train')
     with pytest.raises(GunnError, match='unknown dataset'):
-        datasets.create(options(tmp_path, 'mnist'), 'train')
+        datasets.create(argparse.Namespace(**{**vars(opt), 'dataset': 'mnist'}), 'train')
 
 
 # ---- ImageNet-style folder tree ----
-
-def save(path, array, fmt=None):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    Image.fromarray(array).save(path, format=fmt)
-
-
-def image_tree(root):
-    """train/ and val/ with JPEG and PNG files; returns the PNG pixels of val/dog/b.png."""
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 256, (5, 6, 3), dtype=np.uint8)
-    save(root / 'train' / 'dog' / 'd1.JPEG', rng.integers(0, 256, (40, 50, 3), dtype=np.uint8))
-    save(root / 'train' / 'dog' / 'sub' / 'nested.png', pixels)  # class = parent folder: 'sub' is unknown
-    os.remove(root / 'train' / 'dog' / 'sub' / 'nested.png')
-    save(root / 'train' / 'cat' / 'c1.jpg', rng.integers(0, 256, (30, 20, 3), dtype=np.uint8))
-    save(root / 'train' / 'cat' / 'c2.png', pixels)
-    save(root / 'train' / 'cat' / 'png_named.jpg', pixels, fmt='PNG')  # extension does not match the format
-    (root / 'train' / 'cat' / 'notes.txt').write_text('not an image')
-    (root / 'train' / '.DS_Store').write_text('')
-    save(root / 'val' / 'dog' / 'b.png', pixels)
-    save(root / 'val' / 'cat' / 'a.bmp', pixels[:, :, 0])  # grayscale
-    return pixels
 
 
 def test_imagenet_index_and_loading(tmp_path):

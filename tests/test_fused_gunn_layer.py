@@ -6,55 +6,19 @@ import importlib.util
 import os
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn as nn
+from conftest import ROOT, requires_cuda
+from helpers import assert_float32_as_close_as_plain, assert_same_run, ran_fused, run
+from helpers import fused_pair as pair
 
 import models
 import opts
-from conftest import ROOT, requires_cuda
 from models import GunnLayer
-from models.fused import layer as fused
 from models.batchnorm import set_bn_split
-from test_gunn_layer import assert_same_run, randomised, run
-
-
-def pair(seed, channels, segments, dataset='cifar10', memory='share', dtype=torch.float64, device='cpu'):
-    """(plain reference layer, the same layer on the fused path)."""
-    torch.manual_seed(seed)
-    reference = randomised(GunnLayer(channels, segments, dataset, 'plain')).to(device, dtype)
-    fast = copy.deepcopy(reference)
-    fast.memory, fast.kernels = memory, 'triton'
-    return reference, fast
-
-
-def ran_fused(layer, x):
-    """The layer's output, checking that the fused kernels (not the aten fallback) computed it."""
-    assert fused.unusable_reason(layer, x) is None
-    return layer(x)
-
-
-def relative_error(a, b):
-    return ((a.double() - b).norm() / b.norm()).item()
-
-
-def assert_float32_as_close_as_plain(reference, fast, x, g, floor=1e-6):
-    """float32 has no exact answer to compare with; the float64 run of the same layer is the truth. The
-    fused float32 run must be as close to it as the plain float32 run is, within a factor 4 (the kernels
-    sum in another order and form the variance as E[x^2] - mean^2 from float64 sums; measured on the CPU:
-    at most 3.1x on tensors the plain path gets to 1e-7, 1.4x on the others; a real bug is off by far
-    more), or within `floor` (1e-6 for tensors the plain path happens to get nearly exact)."""
-    truth = run(reference, x, g)
-    plain32, fast32 = copy.deepcopy(reference).float(), copy.deepcopy(fast).float()
-    assert fused.unusable_reason(fast32, x.float()) is None
-    (out_p, gx_p, gp_p), (out_f, gx_f, gp_f) = (run(layer, x.float(), g.float()) for layer in (plain32, fast32))
-    compared = [(out_f, out_p, truth[0]), (gx_f, gx_p, truth[1])] + list(zip(gp_f, gp_p, truth[2]))
-    compared += [t for t in zip(fast32.buffers(), plain32.buffers(), reference.buffers()) if t[2].is_floating_point()]
-    for ours, plain, exact in compared:
-        assert relative_error(ours, exact) <= max(4 * relative_error(plain, exact), floor)
-
+from models.fused import layer as fused
 
 # ------------------------------------------------------------------------------- on the CPU, in CI
 
@@ -195,8 +159,7 @@ def test_cuda_gunn_mini_training_step_matches_plain():
     """The whole network: three GunnLayers of different widths and sizes, in float64."""
     results = []
     for kernels, shareGradInput in (('aten', False), ('triton', True)):
-        opt = SimpleNamespace(netType='gunn-mini', dataset='cifar10', optnet=False, optMemory=0,
-                              shareGradInput=shareGradInput, kernels=kernels)
+        opt = opts.defaults(netType='gunn-mini', shareGradInput=shareGradInput, kernels=kernels)
         torch.manual_seed(3)
         model = models.create(opt).to('cuda', torch.float64)
         torch.manual_seed(4)

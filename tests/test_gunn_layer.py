@@ -1,52 +1,11 @@
 """The memory-saving GunnLayer paths against the plain autograd reference, and what they save."""
-import copy
 
 import pytest
 import torch
+from helpers import assert_same_run, pair
 
-from benchmarks import memory_report
 import models
-from models import GunnLayer
-
-
-def run(layer, x, grad_out):
-    x = x.clone().requires_grad_()
-    out = layer(x)
-    out.backward(grad_out)
-    return out, x.grad, [p.grad.clone() for p in layer.parameters()]
-
-
-def randomised(layer):
-    """Non-trivial BN parameters and running statistics, so every term of the backward matters."""
-    with torch.no_grad():
-        for m in layer.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.2)
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    return layer
-
-
-def pair(seed, channels, segments, dataset, mode, dtype=torch.float64):
-    """(plain reference layer, the same layer on the `mode` path)."""
-    torch.manual_seed(seed)
-    reference = randomised(GunnLayer(channels, segments, dataset, 'plain')).to(dtype)
-    fast = copy.deepcopy(reference)
-    fast.memory = mode
-    return reference, fast
-
-
-def assert_same_run(reference, fast, x, g):
-    out_r, gx_r, gp_r = run(reference, x, g)
-    out_f, gx_f, gp_f = run(fast, x, g)
-    torch.testing.assert_close(out_f, out_r, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(gx_f, gx_r, rtol=1e-11, atol=1e-11)
-    for a, b in zip(gp_f, gp_r):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
-    for a, b in zip(fast.buffers(), reference.buffers()):  # running stats and num_batches_tracked
-        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-16)
-    return out_r
+from benchmarks import memory_report
 
 
 @pytest.mark.parametrize('dataset', ['cifar10', 'imagenet'])

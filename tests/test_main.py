@@ -13,15 +13,13 @@ import time
 
 import pytest
 import torch
+from helpers import FAST, ROOT
 
-from support import distributed
 import main
 import models
 import opts
 from dataloader import FixedBatches
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST = ['-netType', 'gunn-mini', '-dataset', 'digits', '-batchSize', '32', '-nThreads', '1']
+from support import distributed
 
 
 def main_py(cwd, *argv, check=True, **kw):

@@ -1,19 +1,19 @@
 """The networks: registry, parameter counts, Lua printing, initialisation, smoke forward/backward, errors."""
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn as nn
+from helpers import mini_opt
 
 import models
+import opts
 from datasets import N_CLASSES
 from support.errors import GunnError
 
 
 def opt(netType, dataset, **kw):
-    base = dict(netType=netType, dataset=dataset, optnet=False, optMemory=0, shareGradInput=True)
-    return SimpleNamespace(**{**base, **kw})
+    return opts.defaults(netType=netType, dataset=dataset, **kw)
 
 
 def n_params(model):
@@ -108,7 +108,7 @@ def test_memory_options_select_the_gunn_layer_path(flags, mode):
 
 def test_more_classes_than_outputs_is_refused():
     model = models.create(opt('gunn-mini', 'digits'))
-    models.check_classes(model, 10, SimpleNamespace(dataset='digits', netType='gunn-mini'))
+    models.check_classes(model, 10, mini_opt())
     with pytest.raises(GunnError, match='the imagenet data has 12 classes but the gunn-mini classifier has 10 outputs; '
                                         'use -resetClassifier true -nClasses 12'):
-        models.check_classes(model, 12, SimpleNamespace(dataset='imagenet', netType='gunn-mini'))
+        models.check_classes(model, 12, mini_opt(dataset='imagenet'))

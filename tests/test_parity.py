@@ -4,9 +4,9 @@ import shutil
 
 import pytest
 
+import parity as parity_command
 from golden import cases as golden
 from golden import networks as parity
-import parity as parity_command
 
 LARGE_MISSING = 'the gunn-15 golden files live in ../shared/parity (always present in CI), not in the clone'
 

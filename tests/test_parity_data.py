@@ -5,9 +5,9 @@ import copy
 import pytest
 import torch
 
+from datasets import transforms as t
 from golden import data as parity_data
 from golden.cases import Report, find_case, load_case
-from datasets import transforms as t
 
 MISSING = 'transforms.json/.bin (19 MB) live in ../shared/parity (always present in CI), not in the clone'
 KNOWN = ['scale_w4h1_to2', 'decode_jpeg_cmyk', 'decode_png_palette_trns', 'decode_png_gray_alpha']

@@ -9,14 +9,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import torch7_writer
+from helpers import mini_opt
 from PIL import Image
 
 import models
-import torch7_writer
-from support import fileio
 from datasets.imagenet import load_image
-from support.errors import GunnError
 from pretrained import classify, cli, export_onnx, extract_features, load
+from support import fileio
+from support.errors import GunnError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FEATURE_TOL = 1e-5  # relative to the largest feature: batching changes the float32 summation order
@@ -34,8 +35,7 @@ def work(tmp_path_factory):
     """gunn-mini on digits with non-trivial running statistics, saved as our checkpoint, and some files."""
     folder = tmp_path_factory.mktemp('pretrained')
     torch.manual_seed(0)
-    model = models.create(SimpleNamespace(netType='gunn-mini', dataset='digits', optnet=False, optMemory=0,
-                                          shareGradInput=True))
+    model = models.create(mini_opt())
     with torch.no_grad():  # a few training-mode passes move the BatchNorm statistics away from 0/1
         for _ in range(5):
             model(torch.randn(8, 3, 32, 32))

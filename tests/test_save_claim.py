@@ -6,18 +6,18 @@ import signal
 import subprocess
 import sys
 import textwrap
-from types import SimpleNamespace
 
 import pytest
+from helpers import saved_run
 
 import checkpoints
+import opts
 from support import fileio
 from support.errors import GunnError
-from test_checkpoints import saved_run
 
 
 def claim_opt(save, resume='none', testOnly=False):
-    return SimpleNamespace(save=str(save), resume=str(resume), testOnly=testOnly)
+    return opts.defaults(save=str(save), resume=str(resume), testOnly=testOnly)
 
 
 def snapshot(folder):

@@ -1,20 +1,20 @@
 """Import of the original code's Torch7 checkpoints (torch7/t7.py, pretrained/torch7.py, convert_t7.py)."""
 import os
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+import torch7_writer
 
 import checkpoints
 import models
+import opts
 from golden import cases as golden
-from torch7 import t7
-import torch7_writer
-from support.errors import GunnError
 from models.setup import load_model_file
 from pretrained import convert_t7
 from pretrained.load import load_for_inference
+from support.errors import GunnError
+from torch7 import t7
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.normpath(os.path.join(ROOT, '..', 'shared', 'parity'))
@@ -60,8 +60,7 @@ def test_converted_gunn15_reproduces_the_lua_logits(gunn15, tmp_path, capsys):
 
 def test_retrain_from_t7_loads_the_same_weights(gunn15):
     meta, lua = gunn15
-    model = models.create(SimpleNamespace(netType='gunn-15', dataset='cifar10', optnet=False, optMemory=0,
-                                          shareGradInput=True))
+    model = models.create(opts.defaults())
     load_model_file(model, GUNN15_T7, 'gunn-15')
     for p, info in zip(model.parameters(), meta['params'], strict=True):
         assert torch.equal(p, tensor(lua['init/param/' + info['name']])), info['name']

@@ -4,25 +4,26 @@ import contextlib
 import io
 import os
 import pickle
-import types
 
 import numpy as np
 import pytest
 import torch
+from helpers import cifar_like as dataloader_cifar_like
+from helpers import mini_opt
+from test_dataloader import options
 
 import checkpoints
-from support import distributed
-from golden import cases as golden
 import main
 import models
 import opts
-from golden import torch7_run as parity_torch7
 from dataloader import DataLoader
 from datasets import transforms
-from support.errors import GunnError
+from golden import cases as golden
+from golden import torch7_run as parity_torch7
 from models.setup import reset_classifier
+from support import distributed
+from support.errors import GunnError, OptionError
 from torch7.generator import Torch7Draws, Torch7Generator, read_torch7_state, seed_value
-from test_dataloader import cifar_like as dataloader_cifar_like, options
 from torch7.streams import RunStreams
 
 SHARED_MISSING = 'the Torch7 generator golden files live in ../shared/parity (always present in CI), not in the clone'
@@ -99,8 +100,7 @@ def test_initial_weights_are_the_lua_ones_bit_for_bit():
 
 
 def test_reset_classifier_draws_a_new_linear_as_the_lua():
-    model = models.create(types.SimpleNamespace(netType='gunn-mini', dataset='digits', optnet=False, optMemory=0,
-                                                shareGradInput=True))
+    model = models.create(mini_opt())
     ours, lua = Torch7Generator(4), Torch7Generator(4)
     reset_classifier(model, 7, announce=False, generator=ours)
     s = 1 / 64 ** 0.5  # nn.Linear(64, 7):reset(), then linear.bias:zero()
@@ -178,14 +178,13 @@ def test_streams_refuse_a_checkpoint_they_cannot_continue():
         streams.load_state_dict(saved, 'x/latest.pt')
 
 
-def test_torch7_refuses_several_processes(tmp_path, capsys, monkeypatch):
-    with pytest.raises(SystemExit) as exit_:
-        opts.parse(['-rng', 'torch7', '-nGPU', '2', '-save', str(tmp_path)])
-    assert exit_.value.code == 2 and '-rng torch7 runs in one process' in capsys.readouterr().err
+def test_torch7_refuses_several_processes(tmp_path, monkeypatch):
+    with pytest.raises(OptionError, match='-rng torch7 runs in one process, not 2'):
+        distributed.check(opts.parse(['-rng', 'torch7', '-nGPU', '2', '-device', 'cpu', '-save', str(tmp_path)]))
     opt = opts.parse(['-rng', 'torch7', '-save', str(tmp_path)])
     for name, value in (('RANK', '0'), ('WORLD_SIZE', '2'), ('LOCAL_RANK', '0')):  # as torchrun starts it
         monkeypatch.setenv(name, value)
-    with pytest.raises(GunnError, match='-rng torch7 runs in one process, not 2'):
+    with pytest.raises(OptionError, match='-rng torch7 runs in one process, not 2'):
         distributed.check(opt)
 
 

@@ -1,22 +1,16 @@
 """The Trainer: ten-crop testing, precisions, and the epoch figures it returns."""
 import contextlib
 import io
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn as nn
+from helpers import image_tree, mini_opt, quiet
 
 import models
+import opts
 from dataloader import DataLoader, FixedBatches
-from test_datasets import image_tree
 from train import Trainer
-
-
-def trainer_opt(**kw):
-    base = dict(dataset='digits', nEpochs=10, LR=0.1, momentum=0.9, weightDecay=1e-4, precision='single',
-                progress='lines')
-    return SimpleNamespace(**{**base, **kw})
 
 
 def digit_batches(n=2, size=8):
@@ -25,22 +19,16 @@ def digit_batches(n=2, size=8):
                      'batchTotal': size} for _ in range(n)])
 
 
-def quiet(fn, *args):
-    with contextlib.redirect_stdout(io.StringIO()) as out:
-        result = fn(*args)
-    return result, out.getvalue()
-
-
 def test_ten_crop_test_sums_the_crops(tmp_path):
     """The original crashes in ten-crop testing (its loss sees ten outputs per target); ours scores them."""
     image_tree(tmp_path / 'data')
-    opt = SimpleNamespace(dataset='imagenet', data=str(tmp_path / 'data'), gen=str(tmp_path / 'gen'),
-                          manualSeed=0, nThreads=0, batchSize=20, tenCrop=True, device='cpu')
+    opt = opts.defaults(dataset='imagenet', data=str(tmp_path / 'data'), gen=str(tmp_path / 'gen'), nThreads=0,
+                        batchSize=20, tenCrop=True, device='cpu')
     _, val = DataLoader.create(opt)
     assert val.nCrops == 10 and val.batchSize == 2
     torch.manual_seed(0)
     model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2))
-    trainer = Trainer(model, nn.CrossEntropyLoss(), trainer_opt(dataset='imagenet'))
+    trainer = Trainer(model, nn.CrossEntropyLoss(), mini_opt(dataset='imagenet'))
     (top1, top5), out = quiet(trainer.test, 1, val)
     with torch.no_grad():
         sample = next(val.run(1))[1]
@@ -54,10 +42,9 @@ def test_ten_crop_test_sums_the_crops(tmp_path):
                                              ('half', torch.float32)])
 def test_precisions_train(precision, dtype):
     torch.manual_seed(0)
-    model = models.create(SimpleNamespace(netType='gunn-mini', dataset='digits', optnet=False, optMemory=0,
-                                          shareGradInput=True)).to(dtype)
+    model = models.create(mini_opt()).to(dtype)
     before = [p.detach().clone() for p in model.parameters()]
-    trainer = Trainer(model, nn.CrossEntropyLoss(), trainer_opt(precision=precision))
+    trainer = Trainer(model, nn.CrossEntropyLoss(), mini_opt(precision=precision))
     (top1, top5, loss), out = quiet(trainer.train, 1, digit_batches())
     assert 0 <= top5 <= top1 <= 100 and 1.0 < loss < 4.0
     assert all(p.dtype == dtype for p in model.parameters())
@@ -75,7 +62,7 @@ def test_epoch_figures_average_over_images():
     losses = []
     with torch.no_grad():
         weights = [p.clone() for p in model.parameters()]
-    trainer = Trainer(model, criterion, trainer_opt(LR=0.0, weightDecay=0.0))  # no update: fixed losses
+    trainer = Trainer(model, criterion, mini_opt(LR=0.0, weightDecay=0.0))  # no update: fixed losses
     (_, _, loss), _ = quiet(trainer.train, 1, batches)
     with torch.no_grad():
         for b in batches.batches:
@@ -87,7 +74,7 @@ def test_epoch_figures_average_over_images():
 def test_progress_bar_mode_trains_and_tests():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
-    trainer = Trainer(model, nn.CrossEntropyLoss(), trainer_opt(progress='bar'))
+    trainer = Trainer(model, nn.CrossEntropyLoss(), mini_opt(progress='bar'))
     with contextlib.redirect_stderr(io.StringIO()) as bar:
         (top1, _, loss), out = quiet(trainer.train, 1, digit_batches())
         (test_top1, _), _ = quiet(trainer.test, 1, digit_batches())
@@ -100,8 +87,8 @@ def test_loss_scale_comes_back_only_into_half_precision():
     model = nn.Linear(2, 2)
     saved = {'scale': 512.0, 'growth_factor': 2.0, 'backoff_factor': 0.5, 'growth_interval': 2000,
              '_growth_tracker': 7}
-    half = trainer_opt(precision='half')
+    half = mini_opt(precision='half')
     assert Trainer(model, nn.CrossEntropyLoss(), half, scalerState=saved).scalerState == saved
     # a checkpoint of another precision holds {}: half precision starts from the initial scale
     assert Trainer(model, nn.CrossEntropyLoss(), half, scalerState={}).scalerState['scale'] == 65536.0
-    assert Trainer(model, nn.CrossEntropyLoss(), trainer_opt(), scalerState=saved).scalerState == {}
+    assert Trainer(model, nn.CrossEntropyLoss(), mini_opt(), scalerState=saved).scalerState == {}

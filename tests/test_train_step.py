@@ -2,49 +2,23 @@
 driven by a CPU stand-in for the CUDA graph."""
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn as nn
+from helpers import FAST, ROOT, assert_same_state, batches, mini, mini_opt, quiet
 
-import models
 from support.cuda_graph import GraphedStep
-from dataloader import FixedBatches
 from support.distributed import Process
 from support.errors import GunnError
-from test_main import FAST, ROOT
-from test_train import quiet, trainer_opt
 from train import Trainer, wrongCounts
-
-
-def mini(dtype=torch.float64, bnSplit=1, memory='share'):
-    torch.manual_seed(0)
-    model = models.create(SimpleNamespace(netType='gunn-mini', dataset='digits', optnet=memory == 'recompute',
-                                          optMemory=0, shareGradInput=memory == 'share')).to(dtype)
-    models.batchnorm.set_bn_split(model, bnSplit)
-    return model
-
-
-def batches(sizes=(8, 8, 5), dtype=torch.float64, seed=1):
-    generator = torch.Generator().manual_seed(seed)
-    return FixedBatches([{'input': torch.randn(b, 3, 32, 32, generator=generator, dtype=dtype),
-                          'target': torch.randint(0, 10, (b,), generator=generator), 'batchTotal': b} for b in sizes])
-
-
-def assert_same_state(a, b, optimizers=None):
-    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
-        assert torch.equal(x, y), name
-    if optimizers:
-        for x, y in zip(*(o.state.values() for o in optimizers)):
-            assert torch.equal(x['momentum_buffer'], y['momentum_buffer'])
 
 
 @pytest.mark.parametrize('memory', ['share', 'plain', 'recompute'])
 def test_step_is_the_plain_sgd_loop(memory, one_thread):
     """Trainer.train through Trainer.step updates exactly as the textbook loop of train.lua."""
     model, reference = mini(memory=memory, bnSplit=2), mini(memory=memory, bnSplit=2)
-    trainer = Trainer(model, nn.CrossEntropyLoss(), trainer_opt(precision='double'))
+    trainer = Trainer(model, nn.CrossEntropyLoss(), mini_opt(precision='double'))
     quiet(trainer.train, 1, batches())
     sgd = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9, dampening=0.0, nesterov=True,
                           weight_decay=1e-4)
@@ -58,7 +32,7 @@ def test_step_is_the_plain_sgd_loop(memory, one_thread):
 
 def test_step_figures_are_the_batch_loss_and_error_counts():
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)).double()
-    trainer = Trainer(model, nn.CrossEntropyLoss(), trainer_opt(precision='double', LR=0.0, weightDecay=0.0))
+    trainer = Trainer(model, nn.CrossEntropyLoss(), mini_opt(precision='double', LR=0.0, weightDecay=0.0))
     sample = batches((6,)).batches[0]
     with torch.no_grad():
         output = model(sample['input'])
@@ -78,7 +52,7 @@ def test_wrong_counts_sum_ten_crops_per_image():
 
 def test_lines_come_one_iteration_late_in_the_lua_order():
     model = mini(torch.float32)
-    trainer = Trainer(model, nn.CrossEntropyLoss(), trainer_opt())
+    trainer = Trainer(model, nn.CrossEntropyLoss(), mini_opt())
     (_, _, loss), out = quiet(trainer.train, 1, batches(dtype=torch.float32))
     lines = out.splitlines()
     assert lines[0] == '=> Training epoch # 1'
@@ -93,7 +67,7 @@ def test_lines_come_one_iteration_late_in_the_lua_order():
 
 def test_divergence_stops_at_the_next_iteration_without_returning(tmp_path):
     model = mini(torch.float32)
-    trainer = Trainer(model, nn.CrossEntropyLoss(), trainer_opt(save=str(tmp_path)))
+    trainer = Trainer(model, nn.CrossEntropyLoss(), mini_opt(save=str(tmp_path)))
     data = batches((8, 8, 8, 8), dtype=torch.float32)
     data.batches[1]['input'][0, 0, 0, 0] = float('nan')
     with pytest.raises(GunnError, match=r'^the loss is nan at epoch 1, iteration 2: training diverged'):
@@ -129,7 +103,7 @@ def test_graphed_step_trains_as_the_eager_step(bnSplit, one_thread):
     """Warm-up, capture, replay with fresh batches copied in, the partial batch outside the graph, and
     a recapture when the learning rate changes: the same parameters as the eager loop, bit for bit."""
     eager, graphed = mini(bnSplit=bnSplit), mini(bnSplit=bnSplit)
-    opt = trainer_opt(precision='double', nEpochs=4)
+    opt = mini_opt(precision='double', nEpochs=4)
     reference = Trainer(eager, nn.CrossEntropyLoss(), opt)
     trainer = Trainer(graphed, nn.CrossEntropyLoss(), opt)
     trainer.runStep = GraphedStep(trainer.step, trainer.optimizer, trainer.device, warmup=2,
@@ -145,14 +119,14 @@ def test_graphed_step_trains_as_the_eager_step(bnSplit, one_thread):
 
 
 def test_cuda_graph_falls_back_on_the_cpu_with_a_note():
-    trainer, out = quiet(Trainer, mini(), nn.CrossEntropyLoss(), trainer_opt(cudaGraph=True))
+    trainer, out = quiet(Trainer, mini(), nn.CrossEntropyLoss(), mini_opt(cudaGraph=True))
     assert out == 'note: -cudaGraph true needs a CUDA device; training on the cpu without it\n'
     assert trainer.runStep == trainer.step
 
 
 def test_cuda_graph_wraps_the_step_on_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'Stream', lambda device: f'side stream of {device}')  # no GPU needed to build it
-    trainer, out = quiet(Trainer, mini(), nn.CrossEntropyLoss(), trainer_opt(cudaGraph=True), None,
+    trainer, out = quiet(Trainer, mini(), nn.CrossEntropyLoss(), mini_opt(cudaGraph=True), None,
                          Process(device='cuda'))
     assert out == '' and isinstance(trainer.runStep, GraphedStep)
     assert trainer.runStep.step == trainer.step and trainer.runStep.optimizer is trainer.optimizer
@@ -162,14 +136,14 @@ def test_cuda_graph_wraps_the_step_on_a_gpu(monkeypatch):
 def test_cuda_graph_refuses_several_processes(tmp_path):
     result = subprocess.run([sys.executable, f'{ROOT}/main.py', *FAST, '-cudaGraph', 'true', '-nGPU', '2',
                              '-device', 'cpu'], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1 and result.stderr.startswith('error: -cudaGraph true trains in one process, not 2 ')
+    assert result.returncode == 2 and result.stderr.startswith('main.py: error: -cudaGraph true trains in one process, not 2 ')
     assert len(result.stderr.splitlines()) == 1
 
 
 def test_bf16_autocast_trains():
     model = mini(torch.float32)
     before = [p.detach().clone() for p in model.parameters()]
-    trainer = Trainer(model, nn.CrossEntropyLoss(), trainer_opt(precision='bf16'))
+    trainer = Trainer(model, nn.CrossEntropyLoss(), mini_opt(precision='bf16'))
     (top1, _, loss), _ = quiet(trainer.train, 1, batches(dtype=torch.float32))
     assert 1.0 < loss < 4.0 and all(p.dtype == torch.float32 for p in model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
