@@ -24,6 +24,7 @@ def main(argv):
     cli.add_model_options(parser, metavar='IN.t7')
     parser.add_argument('output', metavar='OUT.pt')
     args = parser.parse_args(argv)
+    fileio.require_file(args.model, 'model file')
     if not args.model.endswith('.t7'):
         raise GunnError(f'{args.model} is not a Torch7 file (.t7)')
     cli.check_output(args.output)

@@ -5,6 +5,7 @@ import torch
 import models
 from datasets import N_CLASSES
 from support.errors import GunnError
+from torch7.serialization import DamagedFile
 from torch7.t7 import classifier_outputs, found_modules, t7_state
 
 
@@ -32,6 +33,8 @@ def guess_netType(root, dataset, source):
         try:
             t7_state(root, candidate, source, name)
             return name
+        except DamagedFile:
+            raise
         except GunnError:
             continue
     raise GunnError(f'{source} is none of the -netType models for {dataset} ({", ".join(tried)}): '

@@ -118,20 +118,53 @@ def require_file(path, what):
         raise GunnError(f'{what} not found: {path}')
 
 
+# how torch.save files begin: a zip archive, or (before torch 1.6) a pickled magic number
+TORCH_SAVE_STARTS = (b'PK\x03\x04', b'\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19')
+
+
 def load(path, what, hint=''):
-    """torch.load(weights_only=True) on the CPU; a missing, unreadable or unsafe file is a one-line GunnError."""
+    """torch.load(weights_only=True) on the CPU; a missing, unreadable, unsafe or inconsistent file is a
+    one-line GunnError."""
     require_file(path, what)
+    try:
+        with open(path, 'rb') as f:
+            start = f.read(max(map(len, TORCH_SAVE_STARTS)))
+    except OSError as e:
+        raise GunnError(f'cannot read {what} {path}: {e.strerror}') from None
+    if not start.startswith(TORCH_SAVE_STARTS):
+        if start.startswith(b'\x80'):  # the PROTO opcode: a pickle, which is never unpickled here
+            raise GunnError(f'{what} {path} is a pickle, not a file written by torch.save; refused for safety{hint}')
+        raise GunnError(f'{path} is not a {what} (not a file written by torch.save){hint}')
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')  # torch's notes on pickle protocols are no news for the user
-            return torch.load(path, map_location='cpu', weights_only=True)
+            obj = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
         refused = _refused_by_safe_loader(str(e))
         if refused is None:
             raise GunnError(_unreadable(path, what, e, hint)) from None
         raise GunnError(f'{what} {path} {refused}; refused for safety{hint}') from None
+    except MemoryError:
+        raise  # torch.load allocates what the file holds: not a refusal, a bug
     except Exception as e:  # torch.load fails in many ways on foreign or damaged files: all mean the same here
         raise GunnError(_unreadable(path, what, e, hint)) from None
+    _check_views(obj, f'{what} {path}')
+    return obj
+
+
+def _check_views(obj, source, name='file'):
+    """torch.load refuses a view outside its storage, but takes one with more elements than the storage
+    (stride 0, overlapping rows): a crafted file could then make any later copy as large as it likes. No file
+    of this project holds such a view."""
+    if isinstance(obj, torch.Tensor):
+        if obj.numel() * obj.element_size() > obj.untyped_storage().nbytes():
+            raise GunnError(f'{source} is damaged: tensor {name} has more elements ({obj.numel()}) than its storage')
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            _check_views(value, source, f'{name}[{key!r}]')
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            _check_views(value, source, f'{name}[{i}]')
 
 
 def _refused_by_safe_loader(message):

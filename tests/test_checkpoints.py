@@ -165,9 +165,13 @@ def test_unsafe_or_foreign_pickles_are_refused_as_such(tmp_path, monkeypatch):
         with pytest.raises(GunnError, match=rf'^checkpoint file {name} holds objects other than tensors {what}; '
                                             'refused for safety$'):
             checkpoints.load_file(name)
-    with pytest.raises(GunnError, match=r'^checkpoint file plain.pkl is a pickle that the safe loader does not read '
-                                        r'\(opcode 149\); refused for safety$'):
+    with pytest.raises(GunnError, match=r'^checkpoint file plain.pkl is a pickle, not a file written by torch.save; '
+                                        r'refused for safety$'):
         checkpoints.load_file('plain.pkl')
+    with open('random.pt', 'wb') as f:
+        f.write(bytes(range(7, 256)) * 3)
+    with pytest.raises(GunnError, match=r'^random.pt is not a checkpoint file \(not a file written by torch.save\)$'):
+        checkpoints.load_file('random.pt')
     assert not os.path.exists('pwned')
 
 
@@ -193,7 +197,7 @@ def test_missing_and_foreign_files(tmp_path):
     with pytest.raises(GunnError, match='is not a GUNN checkpoint'):
         checkpoints.load_file(str(tmp_path / 'other.pt'))
     (tmp_path / 'text.pt').write_text('hello')
-    with pytest.raises(GunnError, match='truncated or not a checkpoint file'):
+    with pytest.raises(GunnError, match=r'text.pt is not a checkpoint file \(not a file written by torch.save\)'):
         checkpoints.load_file(str(tmp_path / 'text.pt'))
 
 

@@ -142,7 +142,7 @@ def test_classifier_size_selects_the_dataset(tmp_path):
         load_for_inference(path)
 
 
-@pytest.mark.parametrize('cut,reason', [(20, 'unpack requires'), (3000, 'the file ends inside a storage of 1728'),
+@pytest.mark.parametrize('cut,reason', [(20, 'unpack requires'), (3000, 'a storage of 1728 elements, but the file ends before them'),
                                         (60000, '')])
 def test_truncated_file_is_a_one_line_error(tmp_path, cut, reason):
     with open(os.path.join(FIXTURES, 'gunnlayer_cifar_checkpoint.t7'), 'rb') as f:

@@ -8,6 +8,9 @@ import torch.nn as nn
 
 # A Torch class instance: its class name and its table of fields.
 LuaObject = namedtuple('LuaObject', 'cls fields')
+# A tensor written field by field, as a crafted file may state it: class names, sizes, strides, 0-based
+# offset, the storage's stated element count and its data (written whatever the count says).
+RawTensor = namedtuple('RawTensor', 'cls storage_cls sizes strides offset count data')
 
 _TENSOR_TYPES = {np.dtype(np.float32): 'Float', np.dtype(np.float64): 'Double'}
 
@@ -52,6 +55,8 @@ class _Writer:
             self.string(obj)
         elif isinstance(obj, np.ndarray):
             self.tensor(obj)
+        elif isinstance(obj, RawTensor):
+            self.raw_tensor(obj)
         elif isinstance(obj, LuaObject):
             self.torch_header(obj.cls)
             self.value(obj.fields)
@@ -63,18 +68,25 @@ class _Writer:
                 self.value(item)
 
     def tensor(self, array):
-        kind = _TENSOR_TYPES[array.dtype]
-        array = np.ascontiguousarray(array)
-        self.torch_header(f'torch.{kind}Tensor')
-        self.int(array.ndim)
-        for n in array.shape:
+        self.raw_tensor(raw(array))
+
+    def raw_tensor(self, t):
+        self.torch_header(t.cls)
+        self.int(len(t.sizes))
+        for n in (*t.sizes, *t.strides):
             self.long(n)
-        for stride in array.strides:
-            self.long(stride // array.itemsize)
-        self.long(1)  # 1-based offset into the storage
-        self.torch_header(f'torch.{kind}Storage')
-        self.long(array.size)
-        self.f.write(array.astype(array.dtype.newbyteorder('<')).tobytes())
+        self.long(t.offset + 1)  # 1-based in the file
+        self.torch_header(t.storage_cls)
+        self.long(t.count)
+        self.f.write(t.data.astype(t.data.dtype.newbyteorder('<')).tobytes())
+
+
+def raw(array):
+    """The RawTensor a contiguous array is written as."""
+    kind = _TENSOR_TYPES[array.dtype]
+    array = np.ascontiguousarray(array)
+    return RawTensor(f'torch.{kind}Tensor', f'torch.{kind}Storage', array.shape,
+                     tuple(s // array.itemsize for s in array.strides), 0, array.size, array.reshape(-1))
 
 
 def save(obj, path):

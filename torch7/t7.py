@@ -8,12 +8,14 @@ builds them module for module), so the modules that carry weights are paired one
 nn.Linear. Only weight, bias, running_mean and running_var are read, under the same names in both trees;
 everything else in the file (GunnLayer work buffers, gradients, cudnn.torch's own fields) is ignored.
 """
+import math
+
 import torch
 import torch.nn as nn
-import torchfile
 
 from support import fileio
 from support.errors import GunnError
+from torch7 import serialization
 
 PACKAGES = ('nn', 'cudnn')
 LUA_KINDS = {'SpatialConvolution': 'conv', 'SpatialConvolutionMM': 'conv',
@@ -22,37 +24,11 @@ OUR_KINDS = ((nn.Conv2d, 'conv'), (nn.BatchNorm2d, 'bn'), (nn.Linear, 'linear'))
 FIELDS = ('weight', 'bias', 'running_mean', 'running_var')
 
 
-def _checked_storage_reader(read):
-    """torchfile reads a storage with np.fromfile, which silently returns fewer elements at the end of a
-    truncated file, and then views them with as_strided beyond their end: refuse short storages."""
-    def read_checked(reader, version):
-        start = reader.f.tell()
-        expected = reader.read_long()
-        reader.f.seek(start)
-        storage = read(reader, version)
-        if storage.size != expected:
-            raise EOFError(f'the file ends inside a storage of {expected} elements')
-        return storage
-    read_checked.checked = True
-    return read_checked
-
-
-for _name, _read in list(torchfile.type_handlers.items()):
-    if _name.endswith(b'Storage') and not getattr(_read, 'checked', False):
-        torchfile.type_handlers[_name] = _checked_storage_reader(_read)
-
-
 def load_t7(path):
     """The root module object of a Torch7 file."""
     fileio.require_file(path, 'model file')
-    try:
-        # Without the list heuristic, Lua lists holding tensors (GunnLayer.inputTable) load under numpy 2;
-        # every Lua table then comes back as a dict, lists with keys 1..n.
-        root = torchfile.load(path, use_list_heuristic=False)
-    except Exception as e:  # a damaged file fails inside struct, numpy or torchfile with many exception types
-        reason = (str(e).splitlines() or [type(e).__name__])[0]
-        raise GunnError(f'cannot read Torch7 file {path}: truncated or not a Torch7 file ({reason})') from None
-    if not isinstance(root, torchfile.TorchObject):
+    root = serialization.load(path)
+    if not serialization.is_module(root):
         raise GunnError(f'{path} holds no Torch7 module (found a {type(root).__name__})')
     return root
 
@@ -66,10 +42,13 @@ def _field(module, name):
     return table.get(name.encode()) if isinstance(table, dict) else None
 
 
-def _array(module, name):
-    """A non-empty tensor field as a numpy array, else None (Torch7 keeps empty tensors for absent ones)."""
+def _tensor(module, name):
+    """A non-empty tensor field (a serialization.TensorView), else None (Torch7 keeps empty tensors for
+    absent ones)."""
     value = _field(module, name)
-    return value if hasattr(value, 'shape') and value.size > 0 else None
+    if isinstance(value, serialization.TensorView) and value.storage is not None and 0 not in value.sizes:
+        return value
+    return None
 
 
 def _children(module):
@@ -77,7 +56,7 @@ def _children(module):
     if not isinstance(table, dict):
         return []
     return [table[k] for k in sorted(k for k in table if isinstance(k, int))
-            if isinstance(table[k], torchfile.TorchObject)]
+            if serialization.is_module(table[k])]
 
 
 def _walk(module, path=''):
@@ -105,7 +84,7 @@ def _lua_kind(module):
 def _lua_weight_modules(root):
     """(path, module, kind) of every module with weights; kind None for a class this port does not know."""
     return [(path, m, _lua_kind(m)) for path, m in _walk(root)
-            if _lua_kind(m) or any(_array(m, f) is not None for f in FIELDS)]
+            if _lua_kind(m) or any(_tensor(m, f) is not None for f in FIELDS)]
 
 
 def _our_kind(module):
@@ -128,8 +107,9 @@ def _geometry_problem(lua, conv):
     return None
 
 
-def _pair(lua, kind, module, prefix, state):
-    """Copy the Lua module's tensors into state under prefix; a description of the problem if they don't fit."""
+def _pair(lua, path, kind, module, prefix, state, source):
+    """Copy the Lua module's tensors into state under prefix; a description of the problem if they don't fit.
+    Each tensor is made from the file only once its shape is known to be the model's."""
     if kind is None or kind != _our_kind(module):
         return 'different module types'
     if kind == 'conv':
@@ -140,15 +120,16 @@ def _pair(lua, kind, module, prefix, state):
         if name == 'num_batches_tracked':  # Torch7 has no counter; 0 is what a fresh BatchNorm2d holds
             state[prefix + name] = torch.zeros((), dtype=ours.dtype)
             continue
-        value = _array(lua, name)
-        if value is None:
+        view = _tensor(lua, name)
+        if view is None:
             return f'no {name} in the file'
-        if kind == 'conv' and value.ndim == 2 and value.size == ours.numel():
-            value = value.reshape(tuple(ours.shape))  # nn.SpatialConvolutionMM keeps its weight 2-D
-        if tuple(value.shape) != tuple(ours.shape):
-            return f'{name} {tuple(value.shape)} vs {tuple(ours.shape)}'
+        # nn.SpatialConvolutionMM keeps its weight 2-D
+        flat = kind == 'conv' and len(view.sizes) == 2 and math.prod(view.sizes) == ours.numel()
+        if not flat and view.sizes != tuple(ours.shape):
+            return f'{name} {view.sizes} vs {tuple(ours.shape)}'
+        value = view.array(f'{path}.{name}', source).reshape(tuple(ours.shape))
         state[prefix + name] = torch.tensor(value, dtype=ours.dtype)
-    extra = [f for f in FIELDS if _array(lua, f) is not None and f not in module.state_dict()]
+    extra = [f for f in FIELDS if _tensor(lua, f) is not None and f not in module.state_dict()]
     return f'{extra[0]} in the file, none in the model' if extra else None
 
 
@@ -162,7 +143,7 @@ def t7_state(root, model, source, netType=None):
                          f'first mismatch: {detail}')
 
     for (path, lua_module, kind), (name, module) in zip(lua, ours):
-        problem = _pair(lua_module, kind, module, f'{name}.' if name else '', state)
+        problem = _pair(lua_module, path, kind, module, f'{name}.' if name else '', state, source)
         if problem:
             raise mismatch(f'{path} {_class_name(lua_module)} vs ours {name or "(root)"} '
                            f'{type(module).__name__}: {problem}')
@@ -178,7 +159,7 @@ def read_t7_model(path, model, netType=None):
 
 def classifier_outputs(root, source):
     """Output count of the last nn.Linear of the tree."""
-    weights = [_array(m, 'weight') for _, m, kind in _lua_weight_modules(root) if kind == 'linear']
+    weights = [_tensor(m, 'weight') for _, m, kind in _lua_weight_modules(root) if kind == 'linear']
     if not weights or weights[-1] is None:
         raise GunnError(f'{source} has no nn.Linear classifier: {found_modules(root)}')
-    return weights[-1].shape[0]
+    return weights[-1].sizes[0]
