@@ -5,12 +5,18 @@ any machine, and are written atomically: a killed run, a full disk or a read-onl
 previous file intact.
 
 * ``latest.pt``: {'epoch', 'netType', 'dataset', 'model' (state_dict), 'optimState' (optimizer
-  state_dict), 'bestTop1', 'bestTop5', 'opt' (the options as a dict), 'worldSize', 'scaler' (the
-  GradScaler state of -precision half, else {}), 'rng' (-rng torch7: the Torch7 generators' states,
+  state_dict), 'opt' (the options as a dict), and the run's state: 'bestTop1', 'bestTop5', 'bestEpoch',
+  'history' (the rows of log.csv, one per finished epoch), 'worldSize', 'scaler' (the GradScaler state of
+  -precision half, else {}), 'rng' (-rng torch7: the Torch7 generators' states,
   torch7.streams.RunStreams.state_dict; else None)}; rewritten after every epoch. ``-resume DIR`` (or
   ``-resume DIR/latest.pt``) continues from it.
 * ``model_best.pt``: {'epoch', 'netType', 'dataset', 'model', 'top1', 'top5', 'opt'} of the epoch with
   the lowest test top-1 error so far.
+
+An epoch's end writes latest.pt first, then model_best.pt, then the log (support/epoch_log.py), so that the
+folder is one that -resume continues at every instant: a run stopped between the writes leaves latest.pt
+of its last epoch, from which resuming rewrites whatever came after it (restore_best, and the log from
+'history').
 
 claim(opt), called once (in rank 0 of a distributed run), returns the latest checkpoint to resume from and:
 * refuses a -save folder holding checkpoints of a run that this one does not resume (it would overwrite
@@ -97,6 +103,10 @@ def latest(opt, worldSize, path):
         raise GunnError(f'{path} is not a latest checkpoint (no optimizer state or epoch): -resume takes the '
                         f'folder of a run or its {LATEST}; -retrain {path} starts from its weights')
     checkpoint['path'] = path
+    if checkpoint.get('dataset', opt.dataset) != opt.dataset:
+        raise GunnError(f'{path} is a checkpoint of {checkpoint.get("netType")} on {checkpoint["dataset"]}, not '
+                        f'-dataset {opt.dataset}: resume it with -dataset {checkpoint["dataset"]}, or start from its '
+                        f'weights with -retrain {path} -resetClassifier true -nClasses N')
     saved = checkpoint['opt']
     before = bn_group(saved['batchSize'], checkpoint['worldSize'], saved.get('bnSplit', 1))
     now = bn_group(opt.batchSize, worldSize, opt.bnSplit)
@@ -139,19 +149,42 @@ def load_optim_state(path):
     return state
 
 
-def save(epoch, model, optimState, isBestModel, opt, best, worldSize=1, scalerState=None, rng=None):
-    """After an epoch: latest.pt always, model_best.pt when this epoch's test top-1 is the best so far."""
-    state = _cpu_state(model)
-    options = dict(vars(opt))
-    common = {'epoch': epoch, 'netType': opt.netType, 'dataset': opt.dataset, 'model': state, 'opt': options}
+def save(epoch, model, optimState, isBestModel, opt, run):
+    """After an epoch: latest.pt always, then model_best.pt when this epoch's test top-1 is the best so far.
+    ``run``: the run's state that latest.pt keeps besides the model and the optimizer ('bestTop1',
+    'bestTop5', 'bestEpoch', 'history', 'worldSize', 'scaler', 'rng'; see above)."""
+    common = {'epoch': epoch, 'netType': opt.netType, 'dataset': opt.dataset, 'model': _cpu_state(model),
+              'opt': dict(vars(opt))}
+    latest = {**common, 'optimState': optimState, **run}
+    fileio.save_atomic(latest, os.path.join(opt.save, LATEST))
     if isBestModel:
         try:
-            fileio.save_atomic({**common, 'top1': best[0], 'top5': best[1]}, os.path.join(opt.save, BEST))
-        except GunnError as e:  # a full disk or a read-only file system: nothing of this epoch is written
+            _save_best(latest, opt.save)
+        except GunnError as e:  # a full disk: the next -resume writes it from latest.pt
             raise GunnError(f'{e}; {kept(opt.save)}') from None
-    fileio.save_atomic({**common, 'optimState': optimState, 'bestTop1': best[0], 'bestTop5': best[1],
-                             'worldSize': worldSize, 'scaler': scalerState or {}, 'rng': rng},
-                            os.path.join(opt.save, LATEST))
+
+
+def _save_best(latest, folder):
+    best = {k: latest[k] for k in ('epoch', 'netType', 'dataset', 'model', 'opt')}
+    fileio.save_atomic({**best, 'top1': latest['bestTop1'], 'top5': latest['bestTop5']}, os.path.join(folder, BEST))
+
+
+def restore_best(checkpoint, folder):
+    """When the latest epoch was the best and its model_best.pt was not written (the run stopped between the
+    two files), write it from latest.pt, which holds the same model."""
+    if checkpoint is None or checkpoint.get('bestEpoch') != checkpoint['epoch']:
+        return
+    if not same_path(os.path.dirname(checkpoint['path']), folder):
+        return  # a run continued elsewhere writes its own model_best.pt
+    path = os.path.join(folder, BEST)
+    if os.path.isfile(path):
+        try:
+            if fileio.load(path, 'checkpoint file').get('epoch') == checkpoint['epoch']:
+                return
+        except GunnError:
+            pass  # unreadable: written again below
+    print(f'=> Writing {path} of epoch {checkpoint["epoch"]} from {checkpoint["path"]} (the run stopped before it)')
+    _save_best(checkpoint, folder)
 
 
 # --- the -save folder of a training run -------------------------------------------------------------------

@@ -60,7 +60,10 @@ def run(opt, process):
         startEpoch = checkpoint['epoch'] + 1 if checkpoint else opt.epochNumber
         bestTop1 = checkpoint['bestTop1'] if checkpoint else math.inf
         bestTop5 = checkpoint['bestTop5'] if checkpoint else math.inf
-        log = EpochLog(opt.save, startEpoch) if process.is_main else None
+        bestEpoch = checkpoint.get('bestEpoch') if checkpoint else None
+        if process.is_main:  # what a run stopped between its writes did not write, from latest.pt
+            log = EpochLog(opt.save, checkpoint, startEpoch)
+            checkpoints.restore_best(checkpoint, opt.save)
         for epoch in range(startEpoch, opt.nEpochs + 1):
             started = time.perf_counter()
             # Train for a single epoch
@@ -72,16 +75,19 @@ def run(opt, process):
 
             bestModel = testTop1 < bestTop1
             if bestModel:
-                bestTop1, bestTop5 = testTop1, testTop5
+                bestTop1, bestTop5, bestEpoch = testTop1, testTop5, epoch
                 print(' * Best model ', '%.14g' % testTop1, '%.14g' % testTop5, sep='\t')
 
             if process.is_main:
-                checkpoints.save(epoch, model, trainer.optimState, bestModel, opt, (bestTop1, bestTop5),
-                                 process.world_size, trainer.scalerState, rng=streams and streams.state_dict())
                 log.add(epoch=epoch, lr=trainer.learningRate(epoch), train_loss=trainLoss, train_top1=trainTop1,
                         train_top5=trainTop5, test_top1=testTop1, test_top5=testTop5,
                         seconds=round(time.perf_counter() - started, 3),
                         images_per_s=round(trainLoader.numImages() / trainSeconds, 1))
+                checkpoints.save(epoch, model, trainer.optimState, bestModel, opt, {
+                    'bestTop1': bestTop1, 'bestTop5': bestTop5, 'bestEpoch': bestEpoch, 'history': log.rows,
+                    'worldSize': process.world_size, 'scaler': trainer.scalerState,
+                    'rng': streams and streams.state_dict()})
+                log.write()
 
         print(' * Finished top1: %6.3f  top5: %6.3f' % (bestTop1, bestTop5))
 

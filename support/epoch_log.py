@@ -1,4 +1,6 @@
-"""Per-epoch results in -save: a CSV table and a PNG of the training curves, both rewritten every epoch."""
+"""Per-epoch results in -save: a CSV table and a PNG of the training curves, both rewritten every epoch from
+the run's history (the rows of its finished epochs), which latest.pt keeps too (checkpoints.py): a run
+stopped before its log was written gets the missing rows back when it is resumed."""
 import csv
 import os
 
@@ -10,16 +12,24 @@ FIELDS = ('epoch', 'lr', 'train_loss', 'train_top1', 'train_top5', 'test_top1', 
 
 
 class EpochLog:
-    def __init__(self, save_dir, start_epoch):
+    def __init__(self, save_dir, checkpoint, start_epoch):
+        """The log of a run starting at start_epoch, from the checkpoint it resumes (None: a new run); written
+        at once when resumed, so that a row lost by a run stopped before writing it is back."""
         self.csv_path = os.path.join(save_dir, CSV)
         self.png_path = os.path.join(save_dir, PNG)
         self.rows = []
-        if os.path.isfile(self.csv_path):  # a resumed run keeps the epochs before the one it restarts at
+        if checkpoint is not None and 'history' in checkpoint:
+            self.rows = [row for row in checkpoint['history'] if row['epoch'] < start_epoch]
+        elif os.path.isfile(self.csv_path):  # a checkpoint of an older version: the epochs the log has
             with open(self.csv_path, newline='') as f:
                 self.rows = [r for r in csv.DictReader(f) if int(r['epoch']) < start_epoch]
+        if checkpoint is not None:
+            self.write()
 
     def add(self, **row):
         self.rows.append({k: row[k] for k in FIELDS})
+
+    def write(self):
         with fileio.replacing(self.csv_path) as tmp, open(tmp, 'w', newline='') as f:
             writer = csv.DictWriter(f, FIELDS)
             writer.writeheader()

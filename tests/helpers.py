@@ -75,11 +75,49 @@ def saved_run(tmp_path, epoch=3, best=(12.5, 1.0)):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
     model(torch.randn(2, 3, 32, 32)).sum().backward()
     optimizer.step()
-    checkpoints.save(epoch, model, optimizer.state_dict(), True, opt, best)
+    checkpoints.save(epoch, model, optimizer.state_dict(), True, opt, run_state(*best, epoch))
     return opt, model, optimizer
 
 
+def run_state(top1, top5, best_epoch=1, world_size=1):
+    """What main.py keeps in latest.pt besides the model and the optimizer, for a run whose best epoch is
+    best_epoch."""
+    return {'bestTop1': top1, 'bestTop5': top5, 'bestEpoch': best_epoch, 'history': [], 'worldSize': world_size,
+            'scaler': {}, 'rng': None}
+
+
 # --- data ---------------------------------------------------------------------------------------------------
+
+class TinyLoader(FixedBatches):
+    """A few random digit-sized batches behind the DataLoader interface main.run uses; Ctrl-C in epoch `stop`."""
+    classList = [str(c) for c in range(10)]
+
+    def __init__(self, batches, stop=None):
+        super().__init__(batches)
+        self.stop = stop
+
+    def numImages(self):
+        return sum(len(b['target']) for b in self.batches)
+
+    def run(self, epoch):
+        if epoch == self.stop:
+            raise KeyboardInterrupt
+        yield from super().run(epoch)
+
+
+def tiny_batches(seed, n):
+    generator = torch.Generator().manual_seed(seed)
+    return [{'input': torch.randn(8, 3, 32, 32, generator=generator), 'batchTotal': 8,
+             'target': torch.randint(0, 10, (8,), generator=generator)} for _ in range(n)]
+
+
+def tiny_loaders(monkeypatch, stop=None):
+    """main.run's data: three random digit-sized training batches of 8 images and one test batch, Ctrl-C at
+    the start of epoch `stop`."""
+    import main
+    monkeypatch.setattr(main.DataLoader, 'create', lambda opt, rank, world_size, streams=None: (
+        TinyLoader(tiny_batches(1, 3), stop), TinyLoader(tiny_batches(2, 1))))
+
 
 def cifar_like(split, n=23):
     """The real CIFAR dataset class (with its augmentation) on random images; label i = image i."""

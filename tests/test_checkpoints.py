@@ -102,9 +102,8 @@ def test_a_failed_write_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, 
     with pytest.raises(GunnError) as e:
         saved_run(tmp_path, epoch=2)
     message = str(e.value)
-    assert re.fullmatch(rf'cannot write {tmp_path}/model_best.pt \({reason}\); the previous model_best.pt is intact; '
-                        rf'it needs about \d+\.\d MB of free space in {tmp_path} \(\d+\.\d MB free now\); '
-                        rf'{tmp_path}/latest.pt, the last saved epoch, is intact', message), message
+    assert re.fullmatch(rf'cannot write {tmp_path}/latest.pt \({reason}\); the previous latest.pt is intact; '
+                        rf'it needs about \d+\.\d MB of free space in {tmp_path} \(\d+\.\d MB free now\)', message), message
     assert {name: (tmp_path / name).read_bytes() for name in before} == before
     assert sorted(os.listdir(tmp_path)) == ['latest.pt', 'model_best.pt']
 
@@ -114,20 +113,27 @@ def test_a_failed_write_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, 
     monkeypatch.setattr(torch, 'save', fails_writing(error))
     with pytest.raises(GunnError) as e:
         saved_run(fresh, epoch=1)
-    assert 'intact' not in str(e.value) and str(e.value).endswith(f'no checkpoint had been saved in {fresh} yet')
-    assert 'there was no previous model_best.pt' in str(e.value) and os.listdir(fresh) == []
+    assert 'intact' not in str(e.value) and 'there was no previous latest.pt' in str(e.value)
+    assert os.listdir(fresh) == []
 
 
-def test_a_failed_latest_write_after_the_best_one(tmp_path, monkeypatch):
+def test_a_failed_best_write_after_the_latest_one_is_written_again_on_resume(tmp_path, monkeypatch):
     saved_run(tmp_path, epoch=1)
-    before = (tmp_path / 'latest.pt').read_bytes()
+    before = (tmp_path / 'model_best.pt').read_bytes()
     real = torch.save
-    monkeypatch.setattr(torch, 'save', lambda obj, f: (fails_writing(errno.ENOSPC) if 'optimState' in obj else real)(obj, f))
-    with pytest.raises(GunnError, match=r'cannot write .*latest.pt \(No space left on device\); the previous latest.pt '
-                                        r'is intact; it needs about'):
+    monkeypatch.setattr(torch, 'save', lambda obj, f: (real if 'optimState' in obj else fails_writing(errno.ENOSPC))(obj, f))
+    with pytest.raises(GunnError, match=r'cannot write .*model_best.pt \(No space left on device\); the previous '
+                                        r'model_best.pt is intact; it needs about .*latest.pt, the last saved epoch, '
+                                        r'is intact$'):
         saved_run(tmp_path, epoch=2)
-    assert (tmp_path / 'latest.pt').read_bytes() == before
-    assert sorted(os.listdir(tmp_path)) == ['latest.pt', 'model_best.pt']
+    assert (tmp_path / 'model_best.pt').read_bytes() == before
+    monkeypatch.undo()
+    latest = checkpoints.load_file(str(tmp_path / 'latest.pt'))
+    assert latest['epoch'] == 2
+    checkpoints.restore_best({**latest, 'path': str(tmp_path / 'latest.pt')}, str(tmp_path))
+    best = checkpoints.load_file(str(tmp_path / 'model_best.pt'))
+    assert best['epoch'] == 2 and all(torch.equal(best['model'][k], v) for k, v in latest['model'].items())
+    assert (best['top1'], best['top5']) == (latest['bestTop1'], latest['bestTop5'])
 
 
 def test_the_space_estimate_covers_the_file(tmp_path):
@@ -232,7 +238,9 @@ def test_optim_state_file(tmp_path):
 def test_a_failed_log_write_is_one_line_and_keeps_the_previous_log(tmp_path, monkeypatch):
     row = dict(epoch=1, lr=0.1, train_loss=2.0, train_top1=80.0, train_top5=40.0, test_top1=70.0, test_top5=30.0,
                seconds=1.0, images_per_s=100.0)
-    EpochLog(str(tmp_path), 1).add(**row)
+    log = EpochLog(str(tmp_path), None, 1)
+    log.add(**row)
+    log.write()
     before = (tmp_path / 'log.csv').read_bytes()
     real_open = open
 
@@ -244,6 +252,16 @@ def test_a_failed_log_write_is_one_line_and_keeps_the_previous_log(tmp_path, mon
     monkeypatch.setattr(epoch_log, 'open', full, raising=False)
     with pytest.raises(GunnError, match=rf'^cannot write {tmp_path}/log.csv \(No space left on device\); the previous '
                                         r'log.csv is intact$'):
-        EpochLog(str(tmp_path), 2).add(**{**row, 'epoch': 2})
+        log.add(**{**row, 'epoch': 2})
+        log.write()
     assert (tmp_path / 'log.csv').read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ['curves.png', 'log.csv']
+
+
+def test_a_checkpoint_of_another_data_set_is_refused(tmp_path):
+    saved_run(tmp_path)  # gunn-mini on digits, ten classes like cifar10
+    opt = model_opt(dataset='cifar10', resume=str(tmp_path))
+    with pytest.raises(GunnError, match=rf'^{tmp_path}/latest.pt is a checkpoint of gunn-mini on digits, not -dataset '
+                                        r'cifar10: resume it with -dataset digits, or start from its weights with '
+                                        rf'-retrain {tmp_path}/latest.pt -resetClassifier true -nClasses N$'):
+        checkpoints.latest(opt, 1, checkpoints.resume_file(opt))

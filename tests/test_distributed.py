@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from helpers import mini_opt, rank_batches
+from helpers import mini_opt, rank_batches, run_state
 
 import checkpoints
 import models
@@ -129,7 +129,7 @@ def train_then_test(opt, process):
         trainer.train(1, rank_part(shifted_batches(1, TRAIN_SIZES, splits), process.rank, process.world_size))
         errors = trainer.test(1, rank_part(shifted_batches(2, VAL_SIZES, splits), process.rank, process.world_size))
     if process.is_main:
-        checkpoints.save(1, model, trainer.optimState, True, opt, errors, process.world_size)
+        checkpoints.save(1, model, trainer.optimState, True, opt, run_state(*errors, world_size=process.world_size))
     buffers = dict(getattr(model, 'module', model).named_buffers())
     torch.save({'buffers': buffers, 'errors': errors}, os.path.join(opt.save, f'rank{process.rank}.pt'))
 

@@ -13,12 +13,11 @@ import time
 
 import pytest
 import torch
-from helpers import FAST, ROOT
+from helpers import FAST, ROOT, tiny_loaders
 
 import main
 import models
 import opts
-from dataloader import FixedBatches
 from support import distributed
 
 
@@ -250,29 +249,6 @@ def test_bad_input_is_one_line(tmp_path, argv, message):
     assert 'weights_only' not in result.stderr and not (tmp_path / 'pwned').exists()
 
 
-class TinyLoader(FixedBatches):
-    """A few random digit-sized batches behind the DataLoader interface main.run uses; Ctrl-C in epoch `stop`."""
-    classList = [str(c) for c in range(10)]
-
-    def __init__(self, batches, stop=None):
-        super().__init__(batches)
-        self.stop = stop
-
-    def numImages(self):
-        return sum(len(b['target']) for b in self.batches)
-
-    def run(self, epoch):
-        if epoch == self.stop:
-            raise KeyboardInterrupt
-        yield from super().run(epoch)
-
-
-def tiny_batches(seed, n):
-    generator = torch.Generator().manual_seed(seed)
-    return [{'input': torch.randn(8, 3, 32, 32, generator=generator), 'batchTotal': 8,
-             'target': torch.randint(0, 10, (8,), generator=generator)} for _ in range(n)]
-
-
 def test_half_precision_resume_is_exact(tmp_path, monkeypatch):
     """-precision half: the loss scale and its growth tracker go into latest.pt and come back on resume, so an
     interrupted run ends where the uninterrupted one does (the scale no longer restarts at 65536)."""
@@ -283,8 +259,7 @@ def test_half_precision_resume_is_exact(tmp_path, monkeypatch):
     torch.save({'netType': 'gunn-mini', 'model': model.state_dict()}, tmp_path / 'start.pt')
 
     def run(save, *argv, stop=None):
-        monkeypatch.setattr(main.DataLoader, 'create', lambda opt, rank, world_size, streams=None: (
-            TinyLoader(tiny_batches(1, 3), stop), TinyLoader(tiny_batches(2, 1))))
+        tiny_loaders(monkeypatch, stop)
         opt = opts.parse([*FAST, '-precision', 'half', '-device', 'cpu', '-nEpochs', '2', '-progress', 'lines',
                           '-retrain', str(tmp_path / 'start.pt'), '-save', str(tmp_path / save), *argv])
         with contextlib.redirect_stdout(io.StringIO()):
@@ -302,3 +277,19 @@ def test_half_precision_resume_is_exact(tmp_path, monkeypatch):
         assert torch.equal(resumed['model'][name], value), name
     for key, buf in full['optimState']['state'].items():
         assert torch.equal(resumed['optimState']['state'][key]['momentum_buffer'], buf['momentum_buffer'])
+
+
+@pytest.mark.parametrize('signum,status,word', [(signal.SIGTERM, 143, 'terminated'), (signal.SIGINT, 130, 'interrupted')])
+def test_a_signal_to_the_run_ends_it_with_one_line(trained, tmp_path, signum, status, word):
+    """A scheduler's SIGTERM ends the run as Ctrl-C does (both sent to the process group, as a terminal and
+    schedulers do, loader workers included): one line naming what -save holds, no traceback from any process."""
+    process = subprocess.Popen([sys.executable, os.path.join(ROOT, 'main.py'), *FAST, '-nThreads', '2',
+                                '-batchSize', '128', '-progress', 'lines', '-save', 'X', '-gen', str(trained[0] / 'gen')],
+                               cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    for line in process.stdout:
+        if line.startswith(' | Epoch: [1][2/'):  # the loader workers are running
+            break
+    os.killpg(process.pid, signum)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == status and err == f'{word}; no checkpoint had been saved in X yet\n'

@@ -140,6 +140,7 @@ def failures(work):
     """The error cases, each a run of the script in its own process (started together: start-up dominates)."""
     def script(name, *args):
         return [sys.executable, os.path.join(ROOT, 'pretrained', name), *map(str, args)]
+    (work.folder / 'folder.t7').mkdir(exist_ok=True)
     cases = {
         'missing image': (script('classify.py', work.checkpoint, work.folder / 'nope.png'),
                           f'error: file not found: {work.folder / "nope.png"}'),
@@ -156,7 +157,11 @@ def failures(work):
                             f'error: {re.escape(work.dir)} is a folder, not a file$'),
         'file as directory': (script('extract_features.py', work.checkpoint, 4, work.images[0]),
                               f'error: {re.escape(work.images[0])} is a file, not a folder of images$'),
+        'folder as t7': (script('convert_t7.py', 'folder.t7', 'out.pt'), 'error: folder.t7 is a folder, not a model file$'),
+        'random bytes': (script('classify.py', 'random.pt', work.images[0]),
+                         'error: random.pt is not a checkpoint file \\(not a file written by torch.save\\)$'),
     }
+    (work.folder / 'random.pt').write_bytes(bytes(range(7, 256)) * 3)
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}  # five processes share the CPU
     running = {name: subprocess.Popen(command, cwd=work.folder, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True) for name, (command, _) in cases.items()}
@@ -165,11 +170,20 @@ def failures(work):
 
 
 @pytest.mark.parametrize('case', ['missing image', 'not an image', 'unknown t7', 'class count',
-                                  'empty directory', 'folder as model', 'file as directory'])
+                                  'empty directory', 'folder as model', 'file as directory', 'folder as t7',
+                                  'random bytes'])
 def test_bad_input_is_one_error_line_and_status_1(failures, case):
     (stdout, stderr), status, pattern = failures[case]
     assert status == 1 and stdout == ''
     assert stderr.count('\n') == 1 and re.match(pattern, stderr.rstrip('\n')), stderr
+
+
+@pytest.mark.parametrize('tool', ['classify.py', 'extract_features.py', 'convert_t7.py', 'export_onnx.py'])
+def test_usage_errors_are_one_line_and_status_2(tmp_path, tool):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, 'pretrained', tool), '-top'], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ''
+    assert result.stderr.count('\n') == 1 and result.stderr.startswith(f'{tool}: error: '), result.stderr
 
 
 @pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ('onnx', 'onnxscript', 'onnxruntime')),
