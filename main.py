@@ -10,7 +10,7 @@ import models
 import opts
 from dataloader import DataLoader
 from support import command, distributed
-from support.epoch_log import EpochLog
+from support.epoch_log import EpochLog, Events
 from support.errors import RunStopped
 from torch7.streams import RunStreams
 from train import Trainer
@@ -64,6 +64,8 @@ def run(opt, process):
         if process.is_main:  # what a run stopped between its writes did not write, from latest.pt
             log = EpochLog(opt.save, checkpoint, startEpoch)
             checkpoints.restore_best(checkpoint, opt.save)
+            events = Events(opt.save, trainLoader.size(), startEpoch) if opt.tensorboard else None
+            trainer.onIteration = events and events.iteration
         for epoch in range(startEpoch, opt.nEpochs + 1):
             started = time.perf_counter()
             # Train for a single epoch
@@ -88,6 +90,8 @@ def run(opt, process):
                     'worldSize': process.world_size, 'scaler': trainer.scalerState,
                     'rng': streams and streams.state_dict()})
                 log.write()
+                if events:
+                    events.epoch(log.rows[-1])
 
         print(' * Finished top1: %6.3f  top5: %6.3f' % (bestTop1, bestTop5))
 

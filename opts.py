@@ -105,9 +105,12 @@ def get_args_parser():
     g.add_argument('-cudaGraph', type=_bool, default=False, metavar='true|false',
                    help='capture the whole training step as a CUDA graph and replay it (one GPU; not with '
                         '-precision half)')
+    g.add_argument('-tensorboard', type=_bool, default=False, metavar='true|false',
+                   help='also write the log.csv columns per epoch and the training loss per iteration as a '
+                        'TensorBoard event file in -save (needs the tensorboard package)')
     g.add_argument('-kernels', default='aten', choices=KERNELS,
-                   help='GunnLayer kernels: aten (PyTorch\'s) or triton (fused GPU kernels, 4 per segment forward '
-                        'and 5 backward; the aten path where they cannot run: CPU, autocast)')
+                   help='GunnLayer kernels: aten (PyTorch\'s), triton or triton2 (fused GPU kernels, versions 1 and 2: '
+                        '9 and 6 per segment; the aten path where they cannot run: CPU, autocast)')
     return p
 
 

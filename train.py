@@ -14,15 +14,11 @@ import torch
 import torch.distributed as dist
 
 import checkpoints
+from support import optional
 from support.cuda_graph import GraphedStep
 from support.device_figures import OneLate
 from support.distributed import Process
 from support.errors import GunnError
-
-try:
-    from tqdm import tqdm
-except ImportError:  # the Lua log lines need no extra package
-    tqdm = None
 
 # -precision: the autocast type (None: the model's own type, float32 or float64)
 AUTOCAST = {'single': None, 'double': None, 'half': torch.float16, 'bf16': torch.bfloat16}
@@ -72,6 +68,7 @@ class Trainer:
         self.progress = self._progress_mode(opt)
         self.runStep = self._graphed_step() if opt.cudaGraph else self.step
         self.lr = None
+        self.onIteration = None  # onIteration(epoch, n, loss) after each training iteration (-tensorboard)
 
     @property
     def optimState(self):
@@ -90,7 +87,9 @@ class Trainer:
 
     def _progress_mode(self, opt):
         if opt.progress == 'auto':
-            return 'bar' if tqdm is not None and sys.stdout.isatty() and self.rank == 0 else 'lines'
+            return 'bar' if optional.available('tqdm') and sys.stdout.isatty() and self.rank == 0 else 'lines'
+        if opt.progress == 'bar':
+            optional.require('tqdm', '-progress bar')
         return opt.progress
 
     def _log(self, text):
@@ -100,6 +99,7 @@ class Trainer:
     def _iterate(self, loader, epoch, desc):
         batches = loader.run(epoch)
         if self.progress == 'bar' and self.rank == 0:
+            from tqdm import tqdm
             return tqdm(batches, total=loader.size(), desc=desc, leave=False, dynamic_ncols=True)
         return batches
 
@@ -168,6 +168,8 @@ class Trainer:
             if not math.isfinite(loss):
                 raise GunnError(f'the loss is {loss} at epoch {epoch}, iteration {n}: training diverged; '
                                 f'stopping without saving this epoch ({checkpoints.kept(self.opt.save)})')
+            if self.onIteration:
+                self.onIteration(epoch, n, loss)
             line = 'Err %1.4f  top1 %7.3f  top5 %7.3f' % (loss, top1, top5)
             if self.progress == 'bar' and self.rank == 0:
                 bar.set_postfix_str(f'{line}  lr {lr:g}')

@@ -70,7 +70,7 @@ def write_cifar10(root, n_images):
 
 def load_with_pillow(path):
     """What the loader did before: every file through Pillow, into a contiguous float image."""
-    with mock.patch.object(decode, 'TORCHVISION_FORMATS', ()):
+    with mock.patch.object(decode, 'TORCHCODEC_FORMATS', ()):
         return decode.load_image(path).contiguous()
 
 

@@ -10,13 +10,15 @@ import torch.nn.functional as F
 
 from datasets import transforms as t
 from datasets.cifar import CifarDataset
+from support import optional
 
 # Per-channel mean/std of the train split (0..255 scale), computed once from the cache content.
 MEANSTD = {'mean': (77.9, 77.9, 77.9), 'std': (82.6, 82.6, 82.6)}
 
 
 def gen(opt):
-    from sklearn.datasets import load_digits  # slow to import; only needed to build the cache
+    # slow to import; only needed to build the cache
+    load_digits = optional.require('sklearn.datasets', 'the digits data set', 'scikit-learn').load_digits
 
     digits = load_digits()
     x = torch.from_numpy(digits.images).float().mul(255 / 16).unsqueeze(1)

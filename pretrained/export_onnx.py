@@ -7,7 +7,6 @@ output 'logits' [batch, classes]. Needs the onnx and onnxscript packages. Where 
 the file is run on a random batch and its logits compared with PyTorch's; a difference above the
 tolerance is an error.
 """
-import importlib.util
 import os
 import sys
 
@@ -18,7 +17,7 @@ import torch  # noqa: E402
 
 import models  # noqa: E402
 from pretrained import cli, load  # noqa: E402
-from support import command  # noqa: E402
+from support import command, optional  # noqa: E402
 from support.errors import GunnError  # noqa: E402
 
 # Relative to the largest logit (at least 1): two float32 runtimes sum in different orders, ~1e-6 apart.
@@ -52,16 +51,15 @@ def main(argv):
     cli.add_model_options(parser)
     parser.add_argument('output', metavar='OUT.onnx')
     args = parser.parse_args(argv)
-    missing = [name for name in ('onnx', 'onnxscript') if importlib.util.find_spec(name) is None]
-    if missing:
-        raise GunnError(f'exporting needs {" and ".join(missing)}: pip install {" ".join(missing)}')
+    for package in ('onnx', 'onnxscript'):
+        optional.require(package, 'exporting to ONNX')
     load.check_files([args.model])
     cli.check_output(args.output)
     model, netType, dataset, _ = load.load_for_inference(args.model, args.netType, args.dataset)
     size = load.input_size(dataset)
     export(model, size, args.output)
     print(f'exported {netType} ({dataset}) to {args.output}: images [batch, 3, {size}, {size}] -> logits')
-    if importlib.util.find_spec('onnxruntime') is None:
+    if not optional.available('onnxruntime'):
         print('onnxruntime is not installed: the exported file was not run')
         return
     difference, scale = max_difference(model, size, args.output)

@@ -22,8 +22,9 @@ from support import distributed
 
 
 def main_py(cwd, *argv, check=True, **kw):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), *argv], cwd=cwd, capture_output=True,
-                            text=True, timeout=600, **kw)
+    """main.py in a process of its own, where a deprecation warning of any library it uses is an error."""
+    result = subprocess.run([sys.executable, '-W', 'error::DeprecationWarning', os.path.join(ROOT, 'main.py'), *argv],
+                            cwd=cwd, capture_output=True, text=True, timeout=600, **kw)
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result

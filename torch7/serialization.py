@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from support import optional
 from support.errors import GunnError
 
 # Torch7's tensor types and the numpy types of their elements (CUDA types are saved with the same layout)
@@ -121,10 +122,7 @@ def _tensor_reader(dtype):
 
 def _torchfile():
     """torchfile, with the readers above in place of its own (registered once, on first use)."""
-    try:
-        import torchfile
-    except ImportError:
-        raise GunnError('reading Torch7 (.t7) files needs the torchfile package: pip install torchfile') from None
+    torchfile = optional.require('torchfile', 'reading Torch7 (.t7) files')
     if not getattr(torchfile, 'gunn_checked', False):
         for kind, dtype in ELEMENTS.items():
             for name in (kind, CUDA_NAMES[kind]):
