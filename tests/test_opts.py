@@ -1,5 +1,6 @@
 """Options: the Lua names and defaults, true/false booleans, derived defaults, one-line errors (exit 2)."""
 import os
+import re
 import subprocess
 import sys
 
@@ -142,3 +143,11 @@ def test_help_lists_every_option(tmp_path):
         assert f'\n  {name} ' in result.stdout, name
     # our own options come after the original ones
     assert result.stdout.index('-optMemory') < result.stdout.index('Options of this port') < result.stdout.index('\n  -progress')
+
+
+def test_every_option_is_in_the_options_document():
+    with open(os.path.join(ROOT, 'docs', 'OPTIONS.md')) as f:
+        document = f.read()
+    options = re.findall(r'^  (-\w+)', opts.get_args_parser().format_help(), re.M)
+    assert len(options) > 40
+    assert [name for name in options if f'`{name}`' not in document and name != '-help'] == []
