@@ -5,17 +5,20 @@ train/; an image's class is the name of the folder it sits in. The cache holds, 
 paths relative to the split folder (uint8 [N, L], zero padded, like the Lua CharTensor: one tensor
 instead of a million Python strings, which DataLoader workers would otherwise copy page by page) and
 their 0-based classes; and the modification time of every folder it lists, so that an index whose folders
-have changed since (images added, removed or renamed) is found out of date and rebuilt.
+have changed since (images added, removed or renamed) is found out of date and rebuilt. The images are in
+sorted order, or under -rng torch7 in the order the Lua reads them (`find -L`, see _find_order_files), so
+that image i is the Lua's image i; the cache records which, and switching -rng rebuilds it.
 """
 import os
+import stat
+import sys
 
 import numpy as np
 import torch
 
-import datasets
-from datasets import bicubic
+from datasets import bicubic, cache
 from datasets import transforms as t
-from datasets.decode import load_image
+from datasets.decode import file_kind, load_image
 from support.errors import GunnError
 
 # The Lua `find -iname` patterns, compared case-insensitively.
@@ -37,23 +40,67 @@ def _find_classes(train_dir):
                   if name not in ('.', '..', '.DS_Store') and os.path.isdir(os.path.join(train_dir, name)))
 
 
-def _find_images(split_dir, class_index, train_dir, folders):
-    """(paths uint8 [N, L], classes int64 [N]) of the images under split_dir, in sorted order (the Lua
-    takes whatever order `find` gives), following symbolic links like `find -L`. Records each folder's
-    modification time in folders."""
-    paths, classes = [], []
+def _sorted_files(split_dir, folders):
+    """(folder, name) of every file under split_dir, following symbolic links: per folder its files sorted,
+    then its subfolders, sorted. Records each folder's modification time in folders."""
     for folder, subfolders, files in os.walk(split_dir, followlinks=True):
         folders[folder] = os.stat(folder).st_mtime_ns
         subfolders.sort()
         for name in sorted(files):
-            if not name.lower().endswith(EXTENSIONS):
-                continue
-            full = os.path.join(folder, name)
-            class_name = os.path.basename(folder)
-            if class_name not in class_index:
-                raise GunnError(f'{full}: its folder {class_name!r} is not a class folder of {train_dir}')
-            paths.append(os.fsencode(os.path.relpath(full, split_dir)))
-            classes.append(class_index[class_name])
+            yield folder, name
+
+
+def _find_order_files(folder, folders):
+    """(folder, name) of every file under folder as `find -L` lists them, which is the order of the Lua's
+    imagenet-gen.lua: depth first, each folder's entries in directory-entry order (what readdir gives: on
+    most file systems not sorted), following symbolic links. Records each folder's modification time."""
+    folders[folder] = os.stat(folder).st_mtime_ns
+    with os.scandir(folder) as scan:
+        entries = list(scan)
+    for entry in entries:
+        if entry.is_dir():  # through a symbolic link too, as find -L
+            yield from _find_order_files(entry.path, folders)
+        else:
+            yield folder, entry.name
+
+
+# image order -> the walk that lists the files in it
+ORDERS = {'sorted': _sorted_files, 'find -L': _find_order_files}
+
+
+def image_order(opt):
+    return 'find -L' if opt.rng == 'torch7' else 'sorted'
+
+
+def _regular_file(path):
+    """Whether path is a regular file after following links; a warning names anything else (a FIFO would
+    block the loader, a link to a device never end)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        print(f'warning: skipping {path}: {e.strerror}', file=sys.stderr)
+        return False
+    if stat.S_ISREG(mode):
+        return True
+    print(f'warning: skipping {path}: not a regular file ({file_kind(mode)})', file=sys.stderr)
+    return False
+
+
+def _find_images(split_dir, class_index, train_dir, folders, order):
+    """(paths uint8 [N, L], classes int64 [N]) of the images under split_dir, in the given order (ORDERS).
+    Records each folder's modification time in folders."""
+    paths, classes = [], []
+    for folder, name in ORDERS[order](split_dir, folders):
+        if not name.lower().endswith(EXTENSIONS):
+            continue
+        full = os.path.join(folder, name)
+        if not _regular_file(full):
+            continue
+        class_name = os.path.basename(folder)
+        if class_name not in class_index:
+            raise GunnError(f'{full}: its folder {class_name!r} is not a class folder of {train_dir}')
+        paths.append(os.fsencode(os.path.relpath(full, split_dir)))
+        classes.append(class_index[class_name])
     if not paths:
         raise GunnError(f'no images ({", ".join(EXTENSIONS)}) found in {split_dir}')
     table = np.zeros((len(paths), max(map(len, paths)) + 1), dtype=np.uint8)
@@ -71,19 +118,23 @@ def gen(opt):
     classes = _find_classes(train_dir)
     class_index = {name: k for k, name in enumerate(classes)}
     folders = {}
-    info = {'basedir': opt.data, 'classList': classes}
+    info = {'basedir': opt.data, 'classList': classes, 'imageOrder': image_order(opt)}
     for split, folder in (('val', val_dir), ('train', train_dir)):
         print(f' | finding all {split} images')
-        paths, labels = _find_images(folder, class_index, train_dir, folders)
+        paths, labels = _find_images(folder, class_index, train_dir, folders, info['imageOrder'])
         info[split] = {'imagePath': paths, 'imageClass': labels}
     info['folderTimes'] = {os.path.relpath(folder, opt.data): time for folder, time in folders.items()}
     return info
 
 
 def changed(info, opt):
-    """Why the index no longer matches the folders under opt.data (a folder changed since it was built), or None."""
-    if 'folderTimes' not in info:
+    """Why the index no longer matches the folders under opt.data (a folder changed since it was built) or
+    opt.rng (another image order), or None."""
+    if 'folderTimes' not in info or 'imageOrder' not in info:
         return 'it was written by an older version'
+    if info['imageOrder'] != image_order(opt):
+        return (f'it lists the images in {info["imageOrder"]} order, -rng {opt.rng} reads them in '
+                f'{image_order(opt)} order')
     for folder, time in info['folderTimes'].items():
         try:
             if os.stat(os.path.join(opt.data, folder)).st_mtime_ns != time:
@@ -101,7 +152,7 @@ class ImagenetDataset:
         self.split = split
         self.tenCrop = opt.tenCrop
         self.dir = os.path.join(opt.data, split)
-        self.index = datasets.cache_path(opt)
+        self.index = cache.path(opt)
         if not os.path.isdir(self.dir):
             raise GunnError(f'directory does not exist: {self.dir}')
         bicubic.prepare()

@@ -1,6 +1,6 @@
-"""The golden data of the original Lua code and the parity report (shared by parity.py, golden/data.py and
-golden/torch7_run.py): finding and reading a case (NAME.json + NAME.bin, format in ../shared/parity/README.md),
-relative errors, copying golden weights into a module, and the report table."""
+"""The golden data of the original Lua code and the parity report (shared by parity.py and the checks of
+golden/): reading a case (NAME.json + NAME.bin, format in docs/PARITY.md and lua/README.md), relative
+errors, copying golden weights into a module, and the report table."""
 import json
 import math
 import os
@@ -12,22 +12,11 @@ import torch.nn as nn
 import opts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SEARCH_DIRS = (os.path.join(ROOT, '..', 'shared', 'parity'), os.path.join(ROOT, 'tests', 'fixtures', 'lua'))
+COMPACT = os.path.join(ROOT, 'golden', 'compact')  # the golden set kept in the repository
 
 
-def find_case(name, dirs=SEARCH_DIRS):
-    """The folder holding NAME.json and NAME.bin, or None."""
-    for d in dirs:
-        if os.path.isfile(os.path.join(d, name + '.json')) and os.path.isfile(os.path.join(d, name + '.bin')):
-            return d
-    return None
-
-
-def load_case(name, dirs=SEARCH_DIRS):
-    """(meta, {tensor name: read-only numpy array}) of a golden case (format: the golden README)."""
-    folder = find_case(name, dirs)
-    if folder is None:
-        raise FileNotFoundError(f'golden case {name} not found in {", ".join(dirs)}')
+def load_case(name, folder=COMPACT):
+    """(meta, {tensor name: read-only numpy array}) of the golden case NAME in folder."""
     with open(os.path.join(folder, name + '.json')) as f:
         header = json.load(f)
     with open(os.path.join(folder, header['bin_file']), 'rb') as f:
@@ -60,12 +49,13 @@ class Report:
         """One compared quantity. known: why the port differs from the Lua on purpose (a bug of the Lua);
         the row is listed as a known difference, with that reason, and does not fail (err may be None
         when the Lua gives nothing to compare). problem: a check besides the number that failed (the
-        random draws, the in-place behaviour); the row fails, with that reason."""
+        random draws, the in-place behaviour, a missing file; err may then be None); the row fails, with that
+        reason."""
         if known is not None:
             ok = True
             self.notes[len(self.rows)] = ('known Lua bug', known)
         else:
-            ok = err <= tol and math.isfinite(err) and problem is None
+            ok = problem is None and err <= tol and math.isfinite(err)
             if problem is not None:
                 self.notes[len(self.rows)] = ('FAIL', problem)
         self.rows.append((case, quantity, precision, err, tol, 'abs' if absolute else 'rel', ok))
@@ -74,6 +64,14 @@ class Report:
     @property
     def passed(self):
         return all(row[-1] for row in self.rows)
+
+    def part(self, start, stop=None):
+        """The rows from start to stop (one case's) as a report of their own."""
+        stop = len(self.rows) if stop is None else stop
+        part = Report()
+        part.rows = self.rows[start:stop]
+        part.notes = {i - start: note for i, note in self.notes.items() if start <= i < stop}
+        return part
 
     def summary(self):
         known = sum(verdict == 'known Lua bug' for verdict, _ in self.notes.values())

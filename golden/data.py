@@ -1,5 +1,6 @@
 """The data half of the parity report: the transforms, the dataset pipelines and image decoding against the
-golden data of the original Lua (transforms.json/.bin, 96 cases; ``python parity.py`` runs them).
+golden data of the original Lua (a case of kind transforms: 96 cases in the reference set, 85 in the compact
+one; ``python parity.py`` runs them).
 
 The Lua recorded every random draw it made. ``ReplayDraws`` answers the port's draws from that log (through
 ``datasets.transforms.draws_from``), checks that each draw has the kind and the arguments the Lua's had, and
@@ -202,7 +203,7 @@ def check_decode(report, case, meta, tensors, folder):
 
 
 def check_transforms(report, meta, tensors):
-    """Every case of transforms.json (parity.load_case('transforms')), in its order."""
+    """Every case of a transforms case (meta, tensors of golden.cases.load_case), in its order."""
     with tempfile.TemporaryDirectory() as folder:
         for case in meta['case_order']:
             case_meta = meta['cases'][case]

@@ -1,14 +1,14 @@
-"""Parity of -rng torch7 with real Torch7 runs (golden cases lua_rng, lua_init, lua_run_cifar10).
+"""Parity of -rng torch7 with real Torch7 runs (case kinds lua_rng, lua_init, lua_run).
 
 * lua_rng: the generator emulation (torch7/generator.py) against Torch7's raw words, every sampler, the
   interleavings of the Box-Muller cache and the seed conversions: all exact.
-* lua_init: the initial weights of models/init.lua setup() after torch.manualSeed(7), bit for bit, and the
-  generator state after it.
-* lua_run_cifar10: the golden command ``th main.lua -netType gunn-15 -dataset cifar10 -batchSize 8
-  -nEpochs 2 -manualSeed 5 -LR 0.1 -precision double -nGPU 1 -nThreads 1`` run through main.run with
-  ``-rng torch7`` on the stored images, observed from outside (as the Lua run was): every batch's indices,
-  inputs, logits, loss, errors and parameter sums after the step, the log lines, the final parameters and
-  running statistics (from latest.pt) and the main generator's state at the end.
+* lua_init: the initial weights of models/init.lua setup() after torch.manualSeed(seed), bit for bit, and the
+  generator state after it, for the case's CIFAR and ImageNet networks.
+* lua_run: the case's ``th main.lua`` command (meta.main_args, e.g. ``-netType gunn-15 -dataset cifar10
+  -batchSize 8 -nEpochs 2 -manualSeed 5 -LR 0.1 -precision double -nGPU 1 -nThreads 1``) run through main.run
+  with ``-rng torch7`` on the stored images, observed from outside (as the Lua run was): every batch's
+  indices, inputs, logits, loss, errors and parameter sums after the step, the log lines, the final
+  parameters and running statistics (from latest.pt) and the main generator's state at the end.
 """
 import contextlib
 import hashlib
@@ -22,7 +22,7 @@ import torch
 
 import main
 import models
-from golden.cases import SEARCH_DIRS, load_case, model_opt, worst, zero_grad_bias
+from golden.cases import COMPACT, load_case, model_opt, worst, zero_grad_bias
 from torch7.generator import Torch7Generator, read_torch7_state
 from train import Trainer
 
@@ -42,32 +42,32 @@ def _same_state(state, raw):
 # --- lua_rng ------------------------------------------------------------------------------------------------
 
 def _sequences(constants):
-    """name -> the Torch7 call of meta.sequences on our generator."""
+    """name -> the Torch7 call of meta.sequences on our generator, as (generator, length) -> values."""
     s_normal, s_unif = constants['S_NORMAL'], constants['S_UNIF']
     f64, f32 = torch.float64, torch.float32
 
-    def scalars(n, draw):
-        return lambda g: [draw(g) for _ in range(n)]
+    def scalars(draw):
+        return lambda g, n: [draw(g) for _ in range(n)]
     return {
-        'uniform': scalars(1000, lambda g: g.uniform()),
-        'uniform_ab': scalars(1000, lambda g: g.uniform(-2.5, 0.75)),
-        'normal': scalars(1001, lambda g: g.normal(0.5, 2.0)),
-        'normal_default': scalars(11, lambda g: g.normal()),
-        'random_ab': scalars(1000, lambda g: g.random(-3, 17)),
-        'random_b': scalars(1000, lambda g: g.random(10)),
-        'random_0_w': scalars(1000, lambda g: g.random(0, 8)),
-        'random_full': scalars(100, lambda g: g.random(0, 4294967295)),
-        'bernoulli': scalars(1000, lambda g: g.bernoulli(0.3)),
+        'uniform': scalars(lambda g: g.uniform()),
+        'uniform_ab': scalars(lambda g: g.uniform(-2.5, 0.75)),
+        'normal': scalars(lambda g: g.normal(0.5, 2.0)),
+        'normal_default': scalars(lambda g: g.normal()),
+        'random_ab': scalars(lambda g: g.random(-3, 17)),
+        'random_b': scalars(lambda g: g.random(10)),
+        'random_0_w': scalars(lambda g: g.random(0, 8)),
+        'random_full': scalars(lambda g: g.random(0, 4294967295)),
+        'bernoulli': scalars(lambda g: g.bernoulli(0.3)),
         # Tensor fills of bernoulli and random draw element by element like the scalar calls.
-        'double_bernoulli': scalars(1000, lambda g: g.bernoulli(0.3)),
-        'double_random_ab': scalars(100, lambda g: g.random(5, 9)),
-        'double_normal': lambda g: g.normal_fill(1001, 0, s_normal, f64),
-        'float_normal': lambda g: g.normal_fill(1001, 0, s_normal, f32),
-        'double_uniform': lambda g: g.uniform_fill(1000, -s_unif, s_unif, f64),
-        'float_uniform': lambda g: g.uniform_fill(1000, -s_unif, s_unif, f32),
-        'float_uniform01': lambda g: g.uniform_fill(1000, 0, 1, f32),
-        'rand': lambda g: g.uniform_fill(100),
-        'randn': lambda g: g.normal_fill(101),
+        'double_bernoulli': scalars(lambda g: g.bernoulli(0.3)),
+        'double_random_ab': scalars(lambda g: g.random(5, 9)),
+        'double_normal': lambda g, n: g.normal_fill(n, 0, s_normal, f64),
+        'float_normal': lambda g, n: g.normal_fill(n, 0, s_normal, f32),
+        'double_uniform': lambda g, n: g.uniform_fill(n, -s_unif, s_unif, f64),
+        'float_uniform': lambda g, n: g.uniform_fill(n, -s_unif, s_unif, f32),
+        'float_uniform01': lambda g, n: g.uniform_fill(n, 0, 1, f32),
+        'rand': lambda g, n: g.uniform_fill(n),
+        'randn': lambda g, n: g.normal_fill(n),
     }
 
 
@@ -112,23 +112,35 @@ def _at_position(g, position, seed):
     return torch.equal(ours['key'], theirs['key']) and ours['pos'] == theirs['pos']
 
 
-def check_lua_rng(report, dirs=SEARCH_DIRS):
-    meta, t = load_case('lua_rng', dirs)
+def _randperm_sizes(tensors, label):
+    """The n of every seq/LABEL/randperm_n, in the order the Lua drew them (increasing)."""
+    found = (re.fullmatch(rf'seq/{label}/randperm_(\d+)', key) for key in tensors)
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def check_lua_rng(report, case='lua_rng', folder=COMPACT):
+    """Sequence lengths, seeds and randperm sizes are those the case stored."""
+    meta, t = load_case(case, folder)
+    draws = _sequences(meta['constants'])
     raw = sequences = perms = interleave = 0  # mismatches
     checked = {'raw': 0, 'sequences': 0, 'randperm': 0, 'interleave': 0}
     for info in meta['seeds']:
         label, seed = info['label'], info['seed']
         g = Torch7Generator(seed)
-        raw += g.initial_seed != info['initialSeed'] or not _exact(g.words(2000).astype(np.int64), t[f'raw/{label}'])
+        lua_raw = t[f'raw/{label}']
+        raw += g.initial_seed != info['initialSeed'] or not _exact(g.words(len(lua_raw)).astype(np.int64), lua_raw)
         checked['raw'] += 1
-        for name, draw in _sequences(meta['constants']).items():
-            sequences += not _exact(draw(Torch7Generator(seed)), t[f'seq/{label}/{name}'])
+        for sequence in meta['sequences']:
+            lua = t[f'seq/{label}/{sequence["name"]}']
+            sequences += not _exact(draws[sequence['name']](Torch7Generator(seed), len(lua)), lua)
             checked['sequences'] += 1
         g = Torch7Generator(seed)  # drawn one after another from one seed
-        for n in (1, 2, 3, 10, 20, 72, 1000):
+        for n in _randperm_sizes(t, label):
             perms += not _exact([v + 1 for v in g.randperm(n)], t[f'seq/{label}/randperm_{n}'])
-        perms += not _exact([v + 1 for v in Torch7Generator(seed).randperm(72)], t[f'seq/{label}/randperm_float_72'])
-        checked['randperm'] += 8
+            checked['randperm'] += 1
+        lua = t[f'seq/{label}/randperm_float_72']
+        perms += not _exact([v + 1 for v in Torch7Generator(seed).randperm(len(lua))], lua)
+        checked['randperm'] += 1
         g, saved = Torch7Generator(seed), None
         for step in meta['interleave'][label]:
             result, saved = _interleave_step(g, step['call'], saved, seed, meta['constants']['S_NORMAL'])
@@ -139,7 +151,6 @@ def check_lua_rng(report, dirs=SEARCH_DIRS):
             checked['interleave'] += 1
     conversions = sum(Torch7Generator(c['seed']).initial_seed != c['initialSeed']
                       or Torch7Generator(c['seed']).words(5).tolist() != c['first5'] for c in meta['seed_conversion'])
-    case = 'lua_rng'
     report.add(case, f'raw words + initialSeed ({checked["raw"]} seeds)', 'int', raw, 0, absolute=True)
     report.add(case, f'sampler sequences wrong ({checked["sequences"]})', 'mixed', sequences, 0, absolute=True)
     report.add(case, f'randperms wrong ({checked["randperm"]})', 'int', perms, 0, absolute=True)
@@ -155,37 +166,35 @@ def _sha256(tensor):
     return hashlib.sha256(tensor.detach().contiguous().numpy().tobytes()).hexdigest()
 
 
-def check_lua_init(report, dirs=SEARCH_DIRS, nets=('gunn-15', 'gunn-18')):
-    """Initial weights of setup() after torch.manualSeed(7): gunn-15 against the stored tensors (float32, and
-    float64 by its SHA-256 sums), gunn-18 against its SHA-256 sums; the generator state after setup."""
-    meta, t = load_case('lua_init', dirs)
-    if 'gunn-15' in nets:
-        info = meta['gunn15']
+def check_lua_init(report, case='lua_init', folder=COMPACT):
+    """Initial weights of setup() after torch.manualSeed(seed), for the network of each slot: slot gunn15 (a
+    CIFAR network) against the stored tensors (float32, and float64 by its SHA-256 sums), slot gunn18 (an
+    ImageNet network) against its SHA-256 sums; the generator state after setup."""
+    meta, t = load_case(case, folder)
+    for slot in ('gunn15', 'gunn18'):
+        info = meta[slot]
+        netType, dataset = info['opt']['netType'], info['opt']['dataset']  # the command line opts.parse read
         g = Torch7Generator(meta['seed'])
-        model = models.create(model_opt('gunn-15', 'cifar10', 'share'), g)
-        params = list(model.parameters())
-        wrong = sum(not np.array_equal(p.detach().numpy(), t[f'gunn15/param/{i["name"]}'])
-                    for p, i in zip(params, info['params']))
-        report.add('lua_init gunn-15', f'parameter tensors not bit-identical ({len(params)})', 'float32', wrong, 0,
-                   absolute=True)
-        wrong = sum(_sha256(p.double()) != h for p, h in zip(params, info['float64_run']['param_sha256_float64_le']))
-        report.add('lua_init gunn-15', f'parameter tensors not bit-identical ({len(params)})', 'float64', wrong, 0,
-                   absolute=True)
-        report.add('lua_init gunn-15', 'generator state after setup differs', 'state',
-                   float(not _same_state(g.state_dict(), t['gunn15/rng_state_after_setup'])), 0, absolute=True)
-    if 'gunn-18' in nets:
-        info = meta['gunn18']
-        g = Torch7Generator(meta['seed'])
-        model = models.create(model_opt('gunn-18', 'imagenet', 'share'), g)
-        params = list(model.parameters())
-        wrong = sum(_sha256(p) != c['sha256_le_bytes'] for p, c in zip(params, info['param_checksums']))
-        report.add('lua_init gunn-18', f'parameter tensors with another SHA-256 ({len(params)})', 'float32', wrong, 0,
-                   absolute=True)
-        report.add('lua_init gunn-18', 'generator state after setup differs', 'state',
-                   float(not _same_state(g.state_dict(), t['gunn18/rng_state_after_setup'])), 0, absolute=True)
+        params = list(models.create(model_opt(netType, dataset, 'share'), g).parameters())
+        row = f'{case} {netType}'
+        if slot == 'gunn15':
+            wrong = sum(not np.array_equal(p.detach().numpy(), t[f'gunn15/param/{i["name"]}'])
+                        for p, i in zip(params, info['params']))
+            report.add(row, f'parameter tensors not bit-identical ({len(params)})', 'float32', wrong, 0,
+                       absolute=True)
+            float64 = info['float64_run']['param_sha256_float64_le']
+            wrong = sum(_sha256(p.double()) != h for p, h in zip(params, float64))
+            report.add(row, f'parameter tensors not bit-identical ({len(params)})', 'float64', wrong, 0,
+                       absolute=True)
+        else:
+            wrong = sum(_sha256(p) != c['sha256_le_bytes'] for p, c in zip(params, info['param_checksums']))
+            report.add(row, f'parameter tensors with another SHA-256 ({len(params)})', 'float32', wrong, 0,
+                       absolute=True)
+        report.add(row, 'generator state after setup differs', 'state',
+                   float(not _same_state(g.state_dict(), t[f'{slot}/rng_state_after_setup'])), 0, absolute=True)
 
 
-# --- lua_run_cifar10 ------------------------------------------------------------------------------------------
+# --- lua_run ------------------------------------------------------------------------------------------------
 
 class _Observer:
     """Records what the Lua driver recorded, by wrapping the Trainer that main.run creates."""
@@ -234,7 +243,7 @@ class _Observer:
 
 
 def write_golden_images(tensors, meta, folder):
-    """The run's 76 + 20 images as the CIFAR-10 python-version files; returns the -data folder."""
+    """The run's images as the CIFAR python-version files (meta.data.python_files); returns the -data folder."""
     for info in meta['data']['python_files']:
         path = os.path.join(folder, info['path'])
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -282,8 +291,8 @@ def _compare_batches(report, case, batches, meta, t):
     report.add(case, 'batch indices (train and test)', 'int',
                sum(o['indices'] != [k - 1 for k in i['indices']] or o['train'] != (i['phase'] == 'train')
                    for o, i in pairs), 0, absolute=True)
-    report.add(case, 'stored batch inputs (5)', 'float64',
-               worst((o['input'], t[i['input_stored']]) for o, i in pairs if 'input_stored' in i), 0)
+    stored = [(o['input'], t[i['input_stored']]) for o, i in pairs if 'input_stored' in i]
+    report.add(case, f'stored batch inputs ({len(stored)})', 'float64', worst(stored), 0)
     report.add(case, 'input sum, |sum|, sum of squares (all)', 'float64',
                max(max(_relative(o['input'].sum().item(), i['input_sum']),
                        _relative(o['input'].abs().sum().item(), i['input_abs_sum']),
@@ -321,11 +330,13 @@ def _compare_final(report, case, latest, meta, t):
                float(not _same_state(latest['rng']['main'], t['rng/main_at_end'])), 0, absolute=True)
 
 
-def check_lua_run(report, dirs=SEARCH_DIRS, workdir=None):
-    meta, t = load_case('lua_run_cifar10', dirs)
+def check_lua_run(report, case='lua_run_mini_cifar10', folder=COMPACT, workdir=None):
+    meta, t = load_case(case, folder)
+    if meta['opt']['precision'] != 'double':  # float32 training drifts apart within a few steps
+        raise ValueError(f'{case}: the run check compares -precision double runs, the case ran -precision '
+                         f'{meta["opt"]["precision"]}')
     with tempfile.TemporaryDirectory() as tmp:
         observer, output, latest = run_golden_command(meta, t, workdir or tmp)
-    case = 'lua_run_cifar10'
     report.add(case, 'initial parameters (init/param)', 'float64',
                worst((p, t['init/param/' + i['name']]) for p, i in zip(observer.initial, meta['params'])), 0)
     _compare_batches(report, case, [{**b, **s} for b, s in zip(observer.batches, observer.scores)], meta, t)

@@ -18,8 +18,18 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def pytest_configure(config):
-    config.addinivalue_line('markers', 'cuda: needs a CUDA GPU (skipped with the reason where none is visible)')
+@pytest.fixture(scope='session')
+def compact_report():
+    """The parity report of golden/compact, run once per session: (report, {case: Outcome}). One thread: about
+    15 s on 2 cores, where two threads take 16 s on an idle machine but 55 s next to another busy process."""
+    import parity
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        report, outcomes = parity.compare(parity.COMPACT)
+    finally:
+        torch.set_num_threads(threads)
+    return report, {o.case.name: o for o in outcomes}
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(),

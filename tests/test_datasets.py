@@ -2,7 +2,9 @@ import argparse
 import io
 import os
 import pickle
+import random
 import shutil
+import subprocess
 import tarfile
 import types
 
@@ -15,7 +17,7 @@ from helpers import save_image as save
 import datasets
 import datasets.transforms as t
 import opts
-from datasets import N_CLASSES, cifar, digits
+from datasets import N_CLASSES, cache, cifar, digits, imagenet
 from golden.cases import load_case
 from support.errors import GunnError
 
@@ -215,7 +217,7 @@ def test_imagenet_index_and_loading(tmp_path):
     pixels = image_tree(tmp_path / 'data')
     opt = options(tmp_path, 'imagenet', tmp_path / 'data')
     train, val = datasets.create(opt, 'train'), datasets.create(opt, 'val')
-    assert train.classList == ['cat', 'dog'] and datasets.load_info(opt)['classList'] == ['cat', 'dog']
+    assert train.classList == ['cat', 'dog'] and cache.load(imagenet, opt)['classList'] == ['cat', 'dog']
     assert [train.path(i)[len(train.dir) + 1:] for i in range(train.size())] == [
         'cat/c1.jpg', 'cat/c2.png', 'cat/png_named.jpg', 'dog/d1.JPEG']
     assert train.imageClass.tolist() == [0, 0, 0, 1] and val.imageClass.tolist() == [0, 1]
@@ -274,13 +276,13 @@ def test_a_stale_imagenet_index_is_rebuilt(tmp_path, capsys):
     pixels = image_tree(tmp_path / 'data')
     opt = options(tmp_path, 'imagenet', tmp_path / 'data')
     assert datasets.create(opt, 'train').size() == 4
-    cache = datasets.cache_path(opt)
+    index_file = cache.path(opt)
     # an image removed after the index was built: the folder changed, so the index is rebuilt
     os.remove(tmp_path / 'data' / 'train' / 'cat' / 'c2.png')
     capsys.readouterr()
     train = datasets.create(opt, 'train')
     assert train.size() == 3 and not any(train.path(i).endswith('c2.png') for i in range(train.size()))
-    assert capsys.readouterr().out.startswith(f' | rebuilding {cache}: {tmp_path / "data" / "train" / "cat"} '
+    assert capsys.readouterr().out.startswith(f' | rebuilding {index_file}: {tmp_path / "data" / "train" / "cat"} '
                                               'changed since it was built\n')
     assert datasets.create(opt, 'val').size() == 2 and capsys.readouterr().out == ''  # up to date now
     # a change the folder times do not show (restored by hand): the missing file is named, with the remedy
@@ -290,17 +292,59 @@ def test_a_stale_imagenet_index_is_rebuilt(tmp_path, capsys):
     os.utime(gone.parent, ns=(times.st_atime_ns, times.st_mtime_ns))
     train = datasets.create(opt, 'train')
     index = [i for i in range(train.size()) if train.path(i) == str(gone)]
-    with pytest.raises(GunnError, match=f'^{gone} is in the image index {cache} but no longer exists: the data '
+    with pytest.raises(GunnError, match=f'^{gone} is in the image index {index_file} but no longer exists: the data '
                                         f'changed since the index was built; the next run rebuilds it '
-                                        rf'\(delete {cache} to force this\)$'):
+                                        rf'\(delete {index_file} to force this\)$'):
         train.get(index[0])
     # an index of an older version (no folder times) is rebuilt too
-    info = torch.load(cache, weights_only=True)
+    info = torch.load(index_file, weights_only=True)
     del info['folderTimes']
-    torch.save(info, cache)
+    torch.save(info, index_file)
     save(gone, pixels)
     assert datasets.create(opt, 'train').size() == 3  # c1.jpg, png_named.jpg, d1.JPEG
     assert 'it was written by an older version' in capsys.readouterr().out
+
+
+def find_listing(split_dir):
+    """The images under split_dir in the order the Lua's imagenet-gen.lua reads them: its `find -L` command."""
+    patterns = []
+    for extension in ('jpg', 'png', 'jpeg', 'JPG', 'PNG', 'JPEG', 'ppm', 'PPM', 'bmp', 'BMP'):
+        patterns += ['-o', '-iname', f'*.{extension}']
+    out = subprocess.run(['find', '-L', str(split_dir), *patterns[1:]], capture_output=True, text=True, check=True)
+    return [os.path.relpath(line, split_dir) for line in out.stdout.splitlines()]
+
+
+def test_torch7_rng_lists_imagenet_images_in_find_order(tmp_path, capsys):
+    data = tmp_path / 'data'
+    names = [f'a{k:02d}.jpg' for k in range(40)] + ['notes.txt']
+    random.Random(1).shuffle(names)
+    for folder, count in (('train/cat', 41), ('train/dog', 5), ('val/cat', 3), ('val/dog', 3),
+                          ('linked/bird', 4)):
+        (data / folder).mkdir(parents=True)
+        for name in names[:count]:
+            (data / folder / name).write_bytes(b'')
+        if folder == 'train/cat':  # a subfolder among the files: find descends into it where it meets it
+            (data / folder / 'dog').mkdir()
+            (data / folder / 'dog' / 'inner.png').write_bytes(b'')
+    (data / 'train' / 'bird').symlink_to(data / 'linked' / 'bird')  # find -L follows it
+    listed = os.listdir(data / 'train' / 'cat')
+    if listed == sorted(listed):
+        pytest.skip('this file system lists a folder sorted: find order and sorted order are the same')
+
+    opt = options(tmp_path, 'imagenet', data, rng='torch7')
+    for split in ('train', 'val'):
+        dataset = datasets.create(opt, split)
+        ours = [os.path.relpath(dataset.path(i), data / split) for i in range(dataset.size())]
+        assert ours == find_listing(data / split)
+        assert [dataset.classList[int(k)] for k in dataset.imageClass] == [p.split('/')[-2] for p in ours]
+    assert ours != sorted(ours)
+
+    opt.rng = 'pytorch'  # sorted order: the index is rebuilt
+    capsys.readouterr()
+    train = datasets.create(opt, 'train')
+    assert 'it lists the images in find -L order, -rng pytorch reads them in sorted order' in capsys.readouterr().out
+    ours = [os.path.relpath(train.path(i), data / 'train') for i in range(train.size())]
+    assert ours == sorted(find_listing(data / 'train'))  # (no file name sorts after a folder name here)
 
 
 # ---- digits ----
@@ -322,9 +366,26 @@ def test_digits(tmp_path):
     assert isinstance(val.preprocess(), t.ColorNormalize)
     sample = val.get(0)
     assert sample['input'].shape == (3, 32, 32) and sample['target'] == 0
-    assert torch.load(datasets.cache_path(opt), weights_only=True)['basedir'] is None
+    assert torch.load(cache.path(opt), weights_only=True)['basedir'] is None
 
 
 def test_invalid_split():
     with pytest.raises(ValueError):
         datasets.create(types.SimpleNamespace(dataset='digits'), 'test')
+
+
+def test_an_imagenet_folder_with_a_fifo_and_a_device_link_is_indexed_without_them(tmp_path, capsys):
+    """A FIFO would block the loader for ever, a link to /dev/zero read until memory runs out: the index
+    skips both with a warning naming them, and a read of either is one line, at once."""
+    image_tree(tmp_path / 'data')
+    cat = tmp_path / 'data' / 'train' / 'cat'
+    os.mkfifo(cat / 'fifo.JPEG')
+    os.symlink('/dev/zero', cat / 'zero.JPEG')
+    train = datasets.create(options(tmp_path, 'imagenet', tmp_path / 'data'), 'train')
+    assert train.size() == 4 and not any('fifo' in train.path(i) or 'zero' in train.path(i) for i in range(4))
+    err = capsys.readouterr().err
+    assert f'warning: skipping {cat / "fifo.JPEG"}: not a regular file (a FIFO)\n' in err
+    assert f'warning: skipping {cat / "zero.JPEG"}: not a regular file (a character device)\n' in err
+    for name, kind in (('fifo.JPEG', 'a FIFO'), ('zero.JPEG', 'a character device')):
+        with pytest.raises(GunnError, match=rf'^cannot read image {cat / name}: not a regular file \({kind}\)$'):
+            imagenet.load_image(str(cat / name))
