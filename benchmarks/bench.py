@@ -31,7 +31,8 @@ from train import Trainer
 
 PATHS = {'plain': dict(shareGradInput=False, optnet=False), 'share': dict(shareGradInput=True, optnet=False),
          'recompute': dict(shareGradInput=False, optnet=True),
-         'triton': dict(shareGradInput=True, optnet=False, kernels='triton')}
+         'triton': dict(shareGradInput=True, optnet=False, kernels='triton'),
+         'triton2': dict(shareGradInput=True, optnet=False, kernels='triton2')}
 EXECUTIONS = ('eager', 'graph')
 PRECISIONS = ('single', 'bf16', 'half', 'double')
 LAYOUTS = {'nchw': torch.contiguous_format, 'nhwc': torch.channels_last}

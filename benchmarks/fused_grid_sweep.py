@@ -24,6 +24,9 @@ from models.fused import layer as fused_gunn_layer
 CONFIG_VARIANTS = {
     'warps8': lambda config: dict(config, num_warps=8),  # the same tiles over twice the threads: fewer registers each
     'half-tiles': lambda config: dict(config, BLOCK_P=max(16, config['BLOCK_P'] // 2)),  # fewer registers, more tiles
+    # two buffers per pipelined loop instead of one (num_stages=2 pipelines nothing), in the half tiles' registers
+    'stages3-half': lambda config: dict(config, BLOCK_P=max(16, config['BLOCK_P'] // 2),
+                                        **({'num_stages': 3} if 'num_stages' in config else {})),
 }
 
 

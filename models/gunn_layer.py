@@ -17,9 +17,10 @@ Three execution paths, selected by ``GunnLayer.memory`` (models.setup sets it fr
 The two saving paths share one hand-written forward (``_unit_forward``) and backward (``_unit_backward``)
 of the update unit, built on the aten kernels that autograd itself uses.
 
-``GunnLayer.kernels`` (``-kernels``) picks the kernels: ``'aten'`` (the paths above) or ``'triton'``, the
-fused GPU path of models/fused/layer.py (4 kernels per segment forward, 5 backward), which falls back
-to the aten path where it cannot run (CPU tensors, autocast, no Triton).
+``GunnLayer.kernels`` (``-kernels``) picks the kernels: ``'aten'`` (the paths above), ``'triton'``, the
+fused GPU path of models/fused/layer.py (4 kernels per segment forward, 5 backward), or ``'triton2'``, its
+second version, models/fused/layer2.py (3 and 3); both fall back to the aten path where they cannot run (CPU
+tensors, autocast, no Triton).
 """
 import torch
 import torch.nn as nn
@@ -27,11 +28,13 @@ import torch.nn.functional as F
 
 from .batchnorm import BatchNorm2d
 from .fused import layer as fused_gunn_layer
+from .fused import layer2 as fused_gunn_layer2
 
 aten = torch.ops.aten
 
 MEMORY_MODES = ('plain', 'share', 'recompute')
-KERNELS = ('aten', 'triton')
+KERNELS = ('aten', 'triton', 'triton2')
+_FUSED = {'triton': fused_gunn_layer, 'triton2': fused_gunn_layer2}  # -kernels: its host module
 
 
 def conv_bn(in_channels, out_channels, kernel_size=1):
@@ -101,8 +104,8 @@ class GunnLayer(nn.Module):
         return torch.cat(outputs, dim=1)
 
     def forward(self, x):
-        if self.kernels == 'triton' and fused_gunn_layer.usable(self, x):
-            return fused_gunn_layer.forward(self, x)
+        if self.kernels in _FUSED and fused_gunn_layer.usable(self, x):
+            return _FUSED[self.kernels].forward(self, x)
         if self.memory == 'plain':
             return self.reference_forward(x)
         params = list(self.parameters())

@@ -7,7 +7,8 @@ By hand: TRITON_INTERPRET=1 python -m pytest -q tests/fused_kernels_cases.py
 Each kernel against a torch computation of the same quantity, then the whole layer against the plain
 autograd path (float64: outputs, input and parameter gradients, running statistics; train, eval,
 -bnSplit with uneven and empty slices, every statistics set, -optnet), float32 within a stated tolerance,
-and the golden Lua GunnLayers.
+and the golden Lua GunnLayers; for both versions of the kernels (-kernels triton and triton2; the second
+version's on fewer -bnSplit cases, the slice arithmetic being the first version's).
 """
 import copy
 import itertools
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
-from helpers import assert_float32_as_close_as_plain, assert_same_run, ran_fused, randomised
+from helpers import FUSED_KERNELS, assert_float32_as_close_as_plain, assert_same_run, ran_fused, randomised
 from helpers import fused_pair as pair
 
 from golden import cases as golden
@@ -29,6 +30,7 @@ from models import GunnLayer
 from models.batchnorm import BatchNorm2d, set_bn_split
 from models.fused import kernels as fused_kernels
 from models.fused import layer as fused
+from models.fused import layer2 as fused2
 from support.slices import slice_sizes
 
 pytestmark = pytest.mark.skipif(os.environ.get('TRITON_INTERPRET') != '1', reason='needs TRITON_INTERPRET=1')
@@ -37,7 +39,7 @@ pytestmark = pytest.mark.skipif(os.environ.get('TRITON_INTERPRET') != '1', reaso
 def use_small_tiles(monkeypatch):
     """Tiles of 16 pixels and channel blocks of 16: images of 25-81 pixels span several tiles, the last one
     partial, and odd widths span several channel blocks. (The other tests run the configured table.)"""
-    for table in fused.CONFIGS.values():
+    for table in itertools.chain(fused.CONFIGS.values(), fused2.CONFIGS.values()):
         for name, config in list(table.items()):
             small = {key: 16 for key in ('BLOCK_P', 'BLOCK_K') if key in config}
             monkeypatch.setitem(table, name, dict(config, **small))
@@ -143,11 +145,46 @@ class KernelRun:
         return slice(start, start + (geo.M if bn in ('bn1', 'bn2') else geo.O))
 
 
-@pytest.fixture(scope='module', params=['cifar10', 'imagenet'])
+class KernelRun2(KernelRun):
+    """The same unit through version 2's kernels (-kernels triton2), as segment 1 of 2: its head (no update
+    before it), the 3x3 and last 1x1 convolutions, the update of its segment (no head after it), its
+    bn3/bn_s reductions (no head), the out-conv and 3x3 backward, its head backward; then the BatchNorm weight
+    and bias gradients read off the backward statistics."""
+
+    def _fused(self):
+        geo = self.geo = fused2.Geometry(self.layer, self.z)
+        layer, unit, z, seg0 = self.layer, self.unit, self.z, self.seg0
+        fstats, rstats = (torch.zeros(2, *t.shape, dtype=t.dtype) for t in (self.fstats, self.rstats))
+        w_head, w2f, w2b = fused2._weights(layer)
+        fused2.update_head(geo, layer, 1, z, self.h, fstats, w_head, None, stats=True)
+        fused2.conv3x3_forward(geo, unit, self.h, self.a2, fstats[1], w2f[1], stats=True, update=True)
+        fused2.out_conv_forward(geo, unit, self.a2, self.a3, fstats[1], stats=True, update=True)
+        fused2.update_head(geo, layer, 2, self.buf, self.buf, fstats, w_head, (self.a3, self.h))
+        grads = [{}, self.grads]
+        fused2.head_backward(geo, layer, None, z, z, self.g_head, self.h, self.grad, w_head, fstats, rstats, grads,
+                             sums=(self.a3, self.h))
+        fused2.out_conv_backward(geo, unit, self.grad, seg0, self.a3, self.a2, self.h, self.g_mid, self.g_head,
+                                 fstats[1], rstats[1], self.grads)
+        fused2.conv3x3_backward(geo, unit, self.g_mid, self.a2, self.h, self.g_head, w2b[1], fstats[1], rstats[1],
+                                self.grads)
+        fused2.head_backward(geo, layer, 1, z, z, self.g_head, self.h, self.grad, w_head, fstats, rstats, grads,
+                             sums=None)
+        flat, _, layer_grads = fused.parameter_gradients(layer, geo, z.device)
+        fused2._bn_gradients(layer, geo, rstats, flat)
+        for name, grad in layer_grads[1].items():
+            if name.startswith(('gamma', 'beta')):
+                self.grads[name].copy_(grad)
+        self.fstats.copy_(fstats[1])
+        self.rstats.copy_(rstats[1])
+
+
+@pytest.fixture(scope='module', params=[(d, k) for k in ('triton', 'triton2') for d in ('cifar10', 'imagenet')],
+                ids=lambda p: '-'.join(p))
 def kr(request):
+    dataset, kernels = request.param
     with pytest.MonkeyPatch.context() as monkeypatch:
         use_small_tiles(monkeypatch)
-        return KernelRun(request.param)
+        return (KernelRun if kernels == 'triton' else KernelRun2)(dataset)
 
 
 def close(a, b):
@@ -274,25 +311,30 @@ def test_head_backward(kr):
 
 # ------------------------------------------------------------------- the layer against the plain path
 
-def test_training_mode_matches_plain_float64():
+@pytest.mark.parametrize('kernels', FUSED_KERNELS)
+def test_training_mode_matches_plain_float64(kernels):
     """(Without a shortcut: the golden gunnlayer_imagenet case below.)"""
-    reference, fast = pair(0, 16, 4)
+    reference, fast = pair(0, 16, 4, kernels=kernels)
     x = torch.randn(2, 16, 6, 6, dtype=torch.float64)
     ran_fused(fast, x)  # one forward more on each: running statistics updated twice
     reference(x)
     assert_same_run(reference, fast, x, torch.randn_like(x))
 
 
-def test_gunn15_unit_widths_and_optnet_recompute(small_tiles):
-    """o = 12 as in gunn-15 (widths 12, 24, 36 in blocks of 16), 7x7 images (tiles of 16 pixels, the last
-    one of a single pixel), and -optnet: h, a2, a3 recomputed in backward."""
-    reference, fast = pair(1, 24, 2, memory='recompute')
+@pytest.mark.parametrize('kernels', FUSED_KERNELS)
+def test_gunn15_unit_widths_and_optnet_recompute(small_tiles, kernels):
+    """o = 12 as in gunn-15 (widths 12, 24, 36 in blocks of 16; triton2's 3x3 kernels in two blocks of output
+    channels), 7x7 images (tiles of 16 pixels, the last one of a single pixel), and -optnet: h, a2, a3
+    recomputed in backward (triton2: z read from the layer output and input, a unit recomputed before the
+    head backward of the next one needs it)."""
+    reference, fast = pair(1, 24, 2, memory='recompute', kernels=kernels)
     x = torch.randn(2, 24, 7, 7, dtype=torch.float64)
     assert_same_run(reference, fast, x, torch.randn_like(x))
 
 
-def test_eval_mode_with_and_without_gradients():
-    reference, fast = pair(2, 16, 4)
+@pytest.mark.parametrize('kernels', FUSED_KERNELS)
+def test_eval_mode_with_and_without_gradients(kernels):
+    reference, fast = pair(2, 16, 4, kernels=kernels)
     reference.eval()
     fast.eval()
     x = torch.randn(2, 16, 6, 6, dtype=torch.float64)
@@ -301,8 +343,9 @@ def test_eval_mode_with_and_without_gradients():
         torch.testing.assert_close(ran_fused(fast, x), out, rtol=1e-12, atol=1e-12)
 
 
-def test_no_grad_training_forward_updates_running_stats():
-    reference, fast = pair(3, 16, 4)
+@pytest.mark.parametrize('kernels', FUSED_KERNELS)
+def test_no_grad_training_forward_updates_running_stats(kernels):
+    reference, fast = pair(3, 16, 4, kernels=kernels)
     x = torch.randn(3, 16, 4, 4, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(ran_fused(fast, x), reference(x), rtol=1e-12, atol=1e-12)
@@ -310,14 +353,15 @@ def test_no_grad_training_forward_updates_running_stats():
         torch.testing.assert_close(a, b, rtol=1e-13, atol=0)
 
 
-@pytest.mark.parametrize('splits, images, sizes', [(3, 7, [3, 2, 2]), (4, 10, [3, 2, 3, 2]), (4, 3, [1, 1, 1, 0]),
-                                                   (4, 2, [1, 0, 1, 0])])
-def test_bn_split_slices_and_statistics_sets(splits, images, sizes):
+@pytest.mark.parametrize('kernels, splits, images, sizes', [
+    ('triton', 3, 7, [3, 2, 2]), ('triton', 4, 10, [3, 2, 3, 2]), ('triton', 4, 3, [1, 1, 1, 0]),
+    ('triton', 4, 2, [1, 0, 1, 0]), ('triton2', 4, 10, [3, 2, 3, 2]), ('triton2', 4, 2, [1, 0, 1, 0])])
+def test_bn_split_slices_and_statistics_sets(kernels, splits, images, sizes):
     """-bnSplit as DataParallelTable cut the batch (slices.slice_sizes: 10 over 4 is 3, 2, 3, 2, not
     tensor_split's 3, 3, 2, 2; empty slices skipped, also between two others), each slice with its own
     statistics set: trained, then evaluated with and without gradients."""
     assert slice_sizes(images, splits) == sizes
-    reference, fast = pair(5, 16, 2)
+    reference, fast = pair(5, 16, 2, kernels=kernels)
     for layer in (reference, fast):
         set_bn_split(layer, splits)
     x = torch.randn(images, 16, 3, 3, dtype=torch.float64)
@@ -343,8 +387,9 @@ def test_bn_split_where_the_floating_point_ceil_moves_a_slice():
     assert_same_statistics_sets(reference, fast)
 
 
-def test_input_without_grad_still_gives_parameter_gradients():
-    reference, fast = pair(6, 8, 2)
+@pytest.mark.parametrize('kernels', FUSED_KERNELS)
+def test_input_without_grad_still_gives_parameter_gradients(kernels):
+    reference, fast = pair(6, 8, 2, kernels=kernels)
     x = torch.randn(2, 8, 4, 4, dtype=torch.float64)
     for layer in (reference, fast):
         layer(x).square().sum().backward()
@@ -352,20 +397,28 @@ def test_input_without_grad_still_gives_parameter_gradients():
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
 
 
-def test_float32_as_close_as_plain():
-    reference, fast = pair(7, 16, 4)
+@pytest.mark.parametrize('kernels', FUSED_KERNELS)
+def test_float32_as_close_as_plain(kernels):
+    """triton2 sums the batch statistics per thread in float32 before one float64 reduction per program."""
+    reference, fast = pair(7, 16, 4, kernels=kernels)
     x = torch.randn(2, 16, 5, 5, dtype=torch.float64)
     assert_float32_as_close_as_plain(reference, fast, x, torch.randn_like(x))
 
 
+# launches of a GunnLayer of 4 segments: train forward, backward, eval forward
+GOLDEN_LAUNCHES = {'triton': 4 * 4 + 5 * 4 + 4 * 4, 'triton2': (3 * 4 + 1) * 3}
+
+
+@pytest.mark.parametrize('kernels', FUSED_KERNELS)
 @pytest.mark.parametrize('case', ['gunnlayer_cifar', 'gunnlayer_imagenet'])
-def test_golden_lua_gunnlayer(case, monkeypatch):
+def test_golden_lua_gunnlayer(case, kernels, monkeypatch):
     launched = []
-    launch = fused.Geometry.launch
-    monkeypatch.setattr(fused.Geometry, 'launch', lambda geo, name, *args, **kw: launched.append(name) or
+    geometry = (fused if kernels == 'triton' else fused2).Geometry
+    launch = geometry.launch
+    monkeypatch.setattr(geometry, 'launch', lambda geo, name, *args, **kw: launched.append(name) or
                         launch(geo, name, *args, **kw))
     report = golden.Report()
-    parity.check_gunnlayer(report, case, modes=('share',), kernels='triton')
+    parity.check_gunnlayer(report, case, modes=('share',), kernels=kernels)
     assert report.passed, report.table()
-    assert len(report.rows) == 5 and all('triton' in row[0] for row in report.rows)
-    assert len(launched) == 4 * 4 + 5 * 4 + 4 * 4  # 4 segments: train forward, backward, eval forward
+    assert len(report.rows) == 5 and all(kernels in row[0] for row in report.rows)
+    assert len(launched) == GOLDEN_LAUNCHES[kernels]

@@ -194,9 +194,13 @@ def assert_same_run(reference, fast, x, g):
 
 # --- the fused Triton path ----------------------------------------------------------------------------------
 
-def fused_pair(seed, channels, segments, dataset='cifar10', memory='share', dtype=torch.float64, device='cpu'):
-    """(plain reference layer, the same layer on the fused path)."""
-    return pair(seed, channels, segments, dataset, memory, dtype, device, kernels='triton')
+FUSED_KERNELS = ('triton', 'triton2')  # the versions of the fused path
+
+
+def fused_pair(seed, channels, segments, dataset='cifar10', memory='share', dtype=torch.float64, device='cpu',
+               kernels='triton'):
+    """(plain reference layer, the same layer on the fused path of version `kernels`)."""
+    return pair(seed, channels, segments, dataset, memory, dtype, device, kernels=kernels)
 
 
 def ran_fused(layer, x):

@@ -1,5 +1,5 @@
 """On a CUDA GPU (skipped elsewhere, with the reason; tools/gpu_check.sh runs them): every GunnLayer path against
-the plain path and the CPU, autocast, -bnSplit, the golden gunn-15 step, main.py end to end with -resume and
+the plain path and the CPU, autocast, -bnSplit, the golden gunn-mini step, main.py end to end with -resume and
 -testOnly, -cudaGraph against eager, and DistributedDataParallel with CUDA tensors on one GPU.
 
 Float64 comparisons are as tight as on the CPU. Convolutions of float32 data on the GPU run in TF32 by
@@ -17,12 +17,13 @@ import pytest
 import torch
 import torch.nn as nn
 from ddp_one_gpu import ONE_GPU, train_two_steps
-from helpers import ROOT, assert_same_run, assert_same_state, batches, mini, mini_opt, pair, quiet, run
+from helpers import FUSED_KERNELS, ROOT, assert_same_run, assert_same_state, batches, mini, mini_opt, pair, quiet, run
 
 import models
 from golden import cases as golden
 from golden import networks as parity
 from models.fused import layer as fused_gunn_layer
+from models.fused import layer2 as fused_gunn_layer2
 from models.gunn_layer import MEMORY_MODES
 from support import distributed
 from tools import make_cifar
@@ -35,9 +36,6 @@ os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(DEVICE.type == 'cuda' and not torch.cuda.is_available(),
                                                    reason='no CUDA GPU visible: run tools/gpu_check.sh on a GPU machine')]
 on_gpu_only = pytest.mark.skipif(DEVICE.type != 'cuda', reason='needs a GPU (GUNN_TEST_DEVICE=cpu rehearsal)')
-
-BUNDLE = os.path.join(ROOT, '.gpu_bundle', 'parity')  # tools/gpu_bundle.sh copies the large golden files here
-GOLDEN_DIRS = golden.SEARCH_DIRS + (BUNDLE,)
 
 
 @pytest.fixture
@@ -130,20 +128,22 @@ def assert_all_within(report):
 
 # (the fused Triton path on a GPU only: elsewhere it falls back to the aten path, tested above)
 PATHS = [(memory, 'aten') for memory in MEMORY_MODES] + [
-    pytest.param(memory, 'triton', marks=on_gpu_only) for memory in ('share', 'recompute')]
+    pytest.param(memory, kernels, marks=on_gpu_only) for kernels in FUSED_KERNELS for memory in ('share', 'recompute')]
 
 
 @pytest.fixture
 def fused_calls(monkeypatch):
-    """How many GunnLayer forwards the fused Triton path ran (so that a silent fallback cannot pass)."""
+    """How many GunnLayer forwards each version of the fused Triton path ran (so that a silent fallback
+    cannot pass)."""
     calls = []
-    fused = fused_gunn_layer.forward
-    monkeypatch.setattr(fused_gunn_layer, 'forward', lambda layer, x: calls.append(1) or fused(layer, x))
+    for kernels, module in (('triton', fused_gunn_layer), ('triton2', fused_gunn_layer2)):
+        monkeypatch.setattr(module, 'forward', lambda layer, x, fused=module.forward, kernels=kernels:
+                            calls.append(kernels) or fused(layer, x))
     return calls
 
 
 def assert_fused_ran(kernels, fused_calls):
-    assert bool(fused_calls) == (kernels == 'triton'), len(fused_calls)
+    assert set(fused_calls) == ({kernels} if kernels in FUSED_KERNELS else set()), fused_calls
 
 
 @pytest.mark.parametrize('memory,kernels', PATHS)
@@ -157,11 +157,9 @@ def test_golden_gunn_layers_on_cuda(memory, kernels, exact_cuda, fused_calls):
 
 
 @pytest.mark.parametrize('memory,kernels', PATHS)
-def test_golden_gunn15_step_on_cuda(memory, kernels, exact_cuda, fused_calls):
-    if golden.find_case('gunn15_cifar10', GOLDEN_DIRS) is None:
-        pytest.skip(f'the gunn-15 golden files are in neither ../shared/parity nor {BUNDLE} (tools/gpu_bundle.sh)')
+def test_golden_gunn_train_step_on_cuda(memory, kernels, exact_cuda, fused_calls):
     report = golden.Report()
-    parity.check_gunn15(report, GOLDEN_DIRS, memory, device=DEVICE.type, kernels=kernels)
+    parity.check_gunn_train(report, memory=memory, device=DEVICE.type, kernels=kernels)
     assert len(report.rows) == 14
     assert_all_within(report)
     assert_fused_ran(kernels, fused_calls)

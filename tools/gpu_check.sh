@@ -1,25 +1,27 @@
 #!/usr/bin/env bash
-# Issue #10's prepared GPU run: the cuda-marked tests and the speed measurements, in one go.
+# Issue #10's prepared GPU run: the measurements, the cuda-marked tests and main.py's epoch, in one go.
 #
-#   tools/gpu_bundle.sh                  # here, first: golden files and torchfile into .gpu_bundle/ (ignored by git)
+#   tools/gpu_bundle.sh                  # here, first: torchfile into .gpu_bundle/ (ignored by git)
 #   tools/gpu_check.sh OUTDIR            # on the GPU machine, from a checkout that carries .gpu_bundle/
 #   tools/gpu_check.sh OUTDIR --dry-run  # anywhere: every stage at toy sizes on the CPU (plumbing, not results)
 #
 # Stages, most important first, each with its own time limit and all of them within GPU_CHECK_SECONDS (default
-# 450; a stage that would start with less than 20 s left is skipped), so that a slow stage loses the least:
-#   env            GPU, driver, torch, triton versions
-#   main-epoch     main.py on a CIFAR-10-sized epoch (50,000 synthetic images in the real file format) with the
-#                  README's command, -bnSplit 4 and the fast options; images/s from log.csv
-#   pytest-cuda    pytest -m cuda over the whole repository (150 s per test where pytest-timeout is installed)
-#   bench-fp32     bench.py gunn-15, batch 64 and 256: plain and share paths, eager and CUDA graph, float32
-#   bench-triton   the same for the fused Triton path (-kernels triton), with the plain baseline of its own run
-#   profile        the 15 kernels of most device time in the share and triton paths' gunn-15 step, batch 64
-#   grid-sweep     the triton path's gunn-15 step for 2, 4 and 16 persistent programs per SM, and with two other
-#                  launch settings (8 warps; half the pixel tiles), as CUDA graphs
-#   bench-gunn18   gunn-18 at 224x224, batch 64: every path, eager and CUDA graph, float32
-#   bench-bnsplit  share and triton paths as CUDA graphs at batch 64 with -bnSplit 4 (as the main-epoch command)
-#   bench-bf16     share and triton paths as CUDA graphs in bf16 autocast, NCHW and channels_last
-# Writes OUTDIR/<stage>.log, bench-*.json, profile-gunn15.json, main-epoch/ (log.csv, run.json, the run's output),
+# 560, about 9.5 minutes: the device tool allows 10 per command; a stage that would start with less than 20 s
+# left is skipped), so that a slow stage loses the least:
+#   env                 GPU, driver, torch, triton versions
+#   profile             benchmarks/gpu_profile.py: per-kernel device times of each gunn-15 layer shape and of the
+#                       whole step (share, triton, triton2) against their graph replay times, the cost of a kernel
+#                       boundary in a graph (with and without PDL), copy bandwidth, the A/B of version 1's
+#                       switches (relaxed atomics; num_stages=3 with half tiles), the pipelining this GPU's Triton
+#                       compiled; profile.json, its summary at the end of profile.log
+#   bench               bench.py gunn-15, batch 64 and 256: plain, share, triton and triton2, eager and CUDA graph,
+#                       float32, the plain eager baseline measured first in the same run
+#   pytest-cuda         pytest -m cuda over the whole repository (150 s per test where pytest-timeout is installed)
+#   main-epoch-triton2  main.py on a CIFAR-10-sized epoch (50,000 synthetic images in the real file format),
+#                       -bnSplit 4 -cudaGraph true -kernels triton2; images/s from log.csv
+#   main-epoch-triton   the same with -kernels triton (version 1)
+#   bench-gunn18        gunn-18 at 224x224, batch 64: every path, CUDA graph, float32 (when time is left)
+# Writes OUTDIR/<stage>.log, profile.json, bench-*.json, main-epoch-*/ (log.csv, run.json, the run's output),
 # stages.tsv, summary.txt and summary.json, packs them all into OUTDIR/gpu_check.tgz as well, and prints the
 # summary table last. A stage stopped at its limit gets SIGABRT first, so that Python prints where every thread
 # was (PYTHONFAULTHANDLER).
@@ -41,20 +43,20 @@ export PYTHONFAULTHANDLER=1
 START=$(date +%s)
 SCALE=1  # of the stage limits
 [ $DRY = 1 ] && SCALE=4
-DEADLINE=$((START + ${GPU_CHECK_SECONDS:-$((450 * SCALE))}))
+DEADLINE=$((START + ${GPU_CHECK_SECONDS:-$((560 * SCALE))}))
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 export WORK OUT
 
-if [ $DRY = 1 ]; then  # toy sizes on the CPU (gunn-mini for gunn-15)
+if [ $DRY = 1 ]; then  # toy sizes on the CPU (gunn-mini for gunn-15; the fused profile under the interpreter)
     BENCH15=(-netType gunn-mini -batchSizes 2 -steps 1 -rounds 1 -warmup 1 -device cpu)
-    SMALL_BATCH=2
     BENCH18=(-netType gunn-18 -batchSizes 1 -steps 1 -rounds 1 -warmup 0 -device cpu)
+    PROFILE=(env TRITON_INTERPRET=1 "$PYTHON" -m benchmarks.gpu_profile -dry-run)
     export EPOCH_NET=gunn-mini EPOCH_IMAGES=256 EPOCH_TEST_IMAGES=64 EPOCH_DEVICE=cpu
 else
-    BENCH15=(-netType gunn-15 -batchSizes 64,256)
-    SMALL_BATCH=64
+    BENCH15=(-netType gunn-15 -batchSizes 64,256 -steps 8 -warmup 5)
     BENCH18=(-netType gunn-18 -batchSizes 64 -steps 5 -warmup 5)
+    PROFILE=("$PYTHON" -m benchmarks.gpu_profile)
     export EPOCH_NET=gunn-15 EPOCH_IMAGES=50000 EPOCH_TEST_IMAGES=10000 EPOCH_DEVICE=cuda
 fi
 
@@ -106,63 +108,46 @@ PY
 }
 export -f env_report
 
-# The README's CIFAR-10 command with -bnSplit 4 for one epoch; the fastest options this build has, falling back
-# to fewer if a run fails (the log says which options each attempt used). Each attempt is stopped after
-# EPOCH_SECONDS; log.csv is kept even from an attempt that fails or hangs after its epoch, and run.json says how
-# long the whole process took (a slow exit shows as the difference to log.csv's seconds).
+# The README's CIFAR-10 command with -bnSplit 4 -cudaGraph true -kernels KERNELS for one epoch (the data made
+# once, for both epoch stages), within the stage's limit; log.csv is kept even from a run that fails or hangs after
+# its epoch, and run.json says how long the whole process took (a slow exit shows as the difference to log.csv's
+# seconds).
 main_epoch() {
-    "$PYTHON" tools/make_cifar.py "$WORK/cifar" -train "$EPOCH_IMAGES" -test "$EPOCH_TEST_IMAGES" || return 1
-    local fast=(-cudaGraph true)
-    "$PYTHON" main.py -help 2>/dev/null | grep -q -- '-kernels' && fast+=(-kernels triton)
-    local attempts=("${fast[*]}" "-cudaGraph true" "")
-    [ ${#fast[@]} = 2 ] && attempts=("${fast[*]}" "")
-    mkdir -p "$OUT/main-epoch"
-    local options begin rc
-    for options in "${attempts[@]}"; do
-        echo "--- main.py with options: ${options:-(none)}"
-        rm -rf "$WORK/save"
-        begin=$(date +%s)
-        # shellcheck disable=SC2086
-        timeout -s ABRT -k 5 "$EPOCH_SECONDS" "$PYTHON" main.py -netType "$EPOCH_NET" -dataset cifar10 \
-            -batchSize 64 -bnSplit 4 -nEpochs 1 -data "$WORK/cifar" -gen "$WORK/gen" -save "$WORK/save" -nThreads 8 \
-            -device "$EPOCH_DEVICE" $options > "$OUT/main-epoch/output.txt" 2>&1
-        rc=$?
-        [ -f "$WORK/save/log.csv" ] && cp "$WORK/save/log.csv" "$OUT/main-epoch/log.csv"
-        printf '{"options": "%s", "images": %d, "exit_code": %d, "process_seconds": %d}\n' "$options" \
-            "$EPOCH_IMAGES" $rc $(($(date +%s) - begin)) > "$OUT/main-epoch/run.json"
-        tail -n 3 "$OUT/main-epoch/output.txt"
-        [ $rc = 0 ] && return 0
-    done
-    return 1
+    local kernels=$1 dir="$OUT/main-epoch-$1" options="-cudaGraph true -kernels $1" begin rc
+    [ -d "$WORK/cifar" ] || "$PYTHON" tools/make_cifar.py "$WORK/cifar" -train "$EPOCH_IMAGES" -test "$EPOCH_TEST_IMAGES" \
+        || return 1
+    mkdir -p "$dir"
+    rm -rf "$WORK/save-$kernels"
+    begin=$(date +%s)
+    # shellcheck disable=SC2086
+    "$PYTHON" main.py -netType "$EPOCH_NET" -dataset cifar10 -batchSize 64 -bnSplit 4 -nEpochs 1 -data "$WORK/cifar" \
+        -gen "$WORK/gen" -save "$WORK/save-$kernels" -nThreads 8 -device "$EPOCH_DEVICE" $options > "$dir/output.txt" 2>&1
+    rc=$?
+    [ -f "$WORK/save-$kernels/log.csv" ] && cp "$WORK/save-$kernels/log.csv" "$dir/log.csv"
+    printf '{"options": "%s", "images": %d, "exit_code": %d, "process_seconds": %d}\n' "$options" "$EPOCH_IMAGES" $rc \
+        $(($(date +%s) - begin)) > "$dir/run.json"
+    tail -n 3 "$dir/output.txt"
+    return $rc
 }
 export -f main_epoch
 
 PYTEST_TIMEOUT=()  # one slow test must not use up the stage (pytest-timeout, where installed)
 "$PYTHON" -c 'import pytest_timeout' 2>/dev/null && PYTEST_TIMEOUT=(--timeout 150)
 
-stage env 30 bash -c env_report
-export EPOCH_SECONDS=$((130 * SCALE))
-stage main-epoch 150 bash -c main_epoch
+stage env 15 bash -c env_report
+stage profile 160 "${PROFILE[@]}" -json "$OUT/profile.json" -seconds $((150 * SCALE))
+stage bench 100 "$PYTHON" -m benchmarks.bench "${BENCH15[@]}" -paths plain,share,triton,triton2 -exec eager,graph \
+    -precision single -json "$OUT/bench-gunn15-fp32.json"
 if [ $DRY = 1 ]; then  # the cuda tests skip on the CPU: collect them all, show the reasons
     stage pytest-cuda 200 "$PYTHON" -m pytest -m cuda -v -rs -p no:cacheprovider --continue-on-collection-errors
 else
-    stage pytest-cuda 240 "$PYTHON" -m pytest -m cuda -v -rs -p no:cacheprovider --continue-on-collection-errors \
+    stage pytest-cuda 170 "$PYTHON" -m pytest -m cuda -v -rs -p no:cacheprovider --continue-on-collection-errors \
         --durations=15 --junitxml="$OUT/pytest-cuda.xml" "${PYTEST_TIMEOUT[@]}"
 fi
-stage bench-fp32 150 "$PYTHON" -m benchmarks.bench "${BENCH15[@]}" -paths plain,share -exec eager,graph -precision single \
-    -json "$OUT/bench-gunn15-fp32.json"
-stage bench-triton 150 "$PYTHON" -m benchmarks.bench "${BENCH15[@]}" -paths triton -exec eager,graph -precision single \
-    -json "$OUT/bench-gunn15-triton.json"
-# where the step's time goes: the kernels of the share and triton paths, eager (a graph replays the same ones)
-stage profile 90 "$PYTHON" -m benchmarks.bench "${BENCH15[@]}" -batchSizes $SMALL_BATCH -paths share,triton -exec eager \
-    -precision single -profile 15 -json "$OUT/profile-gunn15.json"
-stage grid-sweep 150 "$PYTHON" benchmarks/fused_grid_sweep.py "${BENCH15[@]}" -exec graph -precision single
-stage bench-gunn18 120 "$PYTHON" -m benchmarks.bench "${BENCH18[@]}" -paths plain,share,triton -exec eager,graph \
+stage main-epoch-triton2 45 bash -c 'main_epoch triton2'
+stage main-epoch-triton 50 bash -c 'main_epoch triton'
+stage bench-gunn18 60 "$PYTHON" -m benchmarks.bench "${BENCH18[@]}" -paths plain,share,triton,triton2 -exec graph \
     -precision single -json "$OUT/bench-gunn18-fp32.json"
-stage bench-bnsplit 60 "$PYTHON" -m benchmarks.bench "${BENCH15[@]}" -batchSizes $SMALL_BATCH -paths share,triton -exec graph \
-    -precision single -bnSplit 4 -json "$OUT/bench-gunn15-bnsplit4.json"
-stage bench-bf16 120 "$PYTHON" -m benchmarks.bench "${BENCH15[@]}" -paths share,triton -exec graph -precision bf16 \
-    -layout nchw,nhwc -json "$OUT/bench-gunn15-bf16.json"
 
 echo "== total $(($(date +%s) - START))s"
 "$PYTHON" tools/gpu_summary.py "$OUT" | tee "$OUT/summary.txt"

@@ -1,9 +1,10 @@
 """The summary table of a tools/gpu_check.sh run: python tools/gpu_summary.py OUTDIR
 
-Reads what the stages left in OUTDIR (stages.tsv, pytest-cuda.xml or .log, bench-*.json, main-epoch/log.csv),
-prints the stage statuses, the test counts, the speed tables (images/s with the ratio to the plain eager float32
-step of the same bench run, and peak memory) and issue #10's targets, and writes OUTDIR/summary.json. Whatever
-a stage did not leave behind is reported as missing, never guessed.
+Reads what the stages left in OUTDIR (stages.tsv, pytest-cuda.xml or .log, bench-*.json, main-epoch*/log.csv,
+profile.log), prints the stage statuses, the test counts, the speed tables (images/s with the ratio to the plain
+eager float32 step of the same bench run, and peak memory), each main.py epoch, the profile's own summary and
+issue #10's targets, and writes OUTDIR/summary.json. Whatever a stage did not leave behind is reported as
+missing, never guessed.
 """
 import csv
 import glob
@@ -65,20 +66,36 @@ def read_benches(out):
     return benches
 
 
-def read_epoch(out):
-    path = os.path.join(out, 'main-epoch', 'log.csv')
+def read_epochs(out):
+    """main.py's epoch of each main-epoch* stage that left a log.csv."""
+    epochs = []
+    for folder in sorted(glob.glob(os.path.join(out, 'main-epoch*'))):
+        path = os.path.join(folder, 'log.csv')
+        if not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        if not rows:
+            continue
+        with open(os.path.join(folder, 'run.json')) as f:
+            run = json.load(f)  # the options and the number of training images
+        images_per_s = float(rows[0]['images_per_s'])
+        epochs.append({'stage': os.path.basename(folder), 'images': run['images'], 'images_per_s': images_per_s,
+                       'train_seconds': run['images'] / images_per_s,
+                       'epoch_seconds_with_test': float(rows[0]['seconds']), 'options': run['options'] or '(none)',
+                       'process_seconds': run.get('process_seconds'), 'exit_code': run.get('exit_code', 0)})
+    return epochs
+
+
+def read_profile(out):
+    """The summary that benchmarks/gpu_profile.py printed last (its stage's log), or None."""
+    path = os.path.join(out, 'profile.log')
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return None
-    with open(os.path.join(out, 'main-epoch', 'run.json')) as f:
-        run = json.load(f)  # the options and the number of training images
-    images_per_s = float(rows[0]['images_per_s'])
-    return {'images': run['images'], 'images_per_s': images_per_s, 'train_seconds': run['images'] / images_per_s,
-            'epoch_seconds_with_test': float(rows[0]['seconds']), 'options': run['options'] or '(none)',
-            'process_seconds': run.get('process_seconds'), 'exit_code': run.get('exit_code', 0)}
+    with open(path, errors='replace') as f:
+        text = f.read()
+    start = text.rfind('GPU profile on')
+    return text[start:].rstrip() if start >= 0 else None
 
 
 def key(row):
@@ -115,7 +132,7 @@ def best(rows):
     return max(rows, key=lambda r: r['images_per_s'], default=None)
 
 
-def targets(benches, epoch, tests):
+def targets(benches, epochs, tests):
     """(target, measured, verdict) of issue #10's goals, from whatever was measured."""
     rows = [dict(r, file=b['file'], netType=b['netType']) for b in benches for r in b['results']
             if r['mode'] == 'train' and 'skipped' not in r and b.get('bnSplit', 1) == 1]
@@ -148,10 +165,12 @@ def targets(benches, epoch, tests):
         r and r['ratio'] >= GUNN18_RATIO)
     r = best([x for x in fast if x['precision'] == 'bf16' and x['netType'] == 'gunn-15' and x['batch'] == 64])
     add('gunn-15 batch 64 bf16 (reported)', r, r and f'{r["images_per_s"]:.0f} img/s', True)
-    if epoch is None:
+    epoch = best([e for e in epochs if e['images'] == 50000])
+    if not epochs:
         result.append(('CIFAR-10 epoch in main.py < 12 s', 'not measured', '-'))
-    elif epoch['images'] != 50000:
-        result.append(('CIFAR-10 epoch in main.py < 12 s', f'not measured ({epoch["images"]:,} images, a rehearsal)', '-'))
+    elif epoch is None:
+        result.append(('CIFAR-10 epoch in main.py < 12 s',
+                       f'not measured ({epochs[0]["images"]:,} images, a rehearsal)', '-'))
     else:
         result.append(('CIFAR-10 epoch in main.py < 12 s',
                        f'{epoch["train_seconds"]:.1f} s, {epoch["images_per_s"]:.0f} img/s (options {epoch["options"]})',
@@ -166,9 +185,9 @@ def targets(benches, epoch, tests):
 
 
 def main(out):
-    stages, tests, benches, epoch = read_stages(out), read_tests(out), read_benches(out), read_epoch(out)
-    lines = ['', '=' * 100, f'GPU check summary ({out})', '', f'{"stage":<14} {"status":<24} {"seconds":>7}']
-    lines += [f'{s["stage"]:<14} {s["status"]:<24} {s["seconds"]:>7}' for s in stages]
+    stages, tests, benches, epochs = read_stages(out), read_tests(out), read_benches(out), read_epochs(out)
+    lines = ['', '=' * 100, f'GPU check summary ({out})', '', f'{"stage":<20} {"status":<24} {"seconds":>7}']
+    lines += [f'{s["stage"]:<20} {s["status"]:<24} {s["seconds"]:>7}' for s in stages]
     lines.append('')
     if tests is None:
         lines.append('pytest -m cuda: no result')
@@ -179,19 +198,21 @@ def main(out):
     for bench in benches:
         lines += [''] + bench_table(bench)
     lines.append('')
-    if epoch is None:
+    if not epochs:
         lines.append('main.py CIFAR-10-sized epoch: no log.csv')
-    else:
-        lines.append(f'main.py CIFAR-10-sized epoch (options {epoch["options"]}): {epoch["images_per_s"]:.0f} img/s '
-                     f'= {epoch["train_seconds"]:.1f} s of training for {epoch["images"]:,} images; '
-                     f'{epoch["epoch_seconds_with_test"]:.1f} s with the test pass'
+    for epoch in epochs:
+        lines.append(f'main.py CIFAR-10-sized epoch [{epoch["stage"]}] (options {epoch["options"]}): '
+                     f'{epoch["images_per_s"]:.0f} img/s = {epoch["train_seconds"]:.1f} s of training for '
+                     f'{epoch["images"]:,} images; {epoch["epoch_seconds_with_test"]:.1f} s with the test pass'
                      + (f'; the process took {epoch["process_seconds"]} s from start to exit (code {epoch["exit_code"]})'
                         if epoch['process_seconds'] is not None else ''))
-    goals = targets(benches, epoch, tests)
+    profile = read_profile(out)
+    lines += ['', profile if profile else 'benchmarks/gpu_profile.py: no summary in profile.log']
+    goals = targets(benches, epochs, tests)
     lines += ['', 'issue #10 targets:'] + [f'  {g:<44} {v:<8} {m}' for g, m, v in goals]
     print('\n'.join(lines))
     with open(os.path.join(out, 'summary.json'), 'w') as f:
-        json.dump({'stages': stages, 'tests': tests, 'epoch': epoch,
+        json.dump({'stages': stages, 'tests': tests, 'epochs': epochs,
                    'targets': [dict(goal=g, measured=m, verdict=v) for g, m, v in goals],
                    'benches': [b['file'] for b in benches]}, f, indent=1)
 

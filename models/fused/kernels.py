@@ -30,8 +30,15 @@ on, so that one compiled kernel serves every segment and batch size.
 PREC is the matrix product: 'tf32' / 'ieee' use tl.dot, 'fma' multiplies out in registers (float64, for
 which tensor-core dot products may not exist).
 """
+import os
+
 import triton
 import triton.language as tl
+
+# The atomics' memory order: Triton's default 'acq_rel' fences each one; nothing reads an atomic's target in
+# the kernel that adds to it, so 'relaxed' is as correct. GUNN_FUSED_V1_ATOMICS=relaxed switches it for the
+# A/B of benchmarks/gpu_profile.py (read once, at import: a compiled kernel keeps the value it saw).
+ATOMIC_SEM = tl.constexpr(os.environ.get('GUNN_FUSED_V1_ATOMICS', 'acq_rel'))
 
 
 @triton.jit
@@ -165,28 +172,34 @@ def _add_grad_moments(s0, s1, g, x, mean, invstd):
 def _add_sums(stats, VW, v, cmask, s1, s2):
     G = tl.num_programs(1)
     g = tl.program_id(1)
-    tl.atomic_add(stats + g * VW + v, s1, mask=cmask)
-    tl.atomic_add(stats + (G + g) * VW + v, s2, mask=cmask)
+    tl.atomic_add(stats + g * VW + v, s1, mask=cmask, sem=ATOMIC_SEM)
+    tl.atomic_add(stats + (G + g) * VW + v, s2, mask=cmask, sem=ATOMIC_SEM)
+
+
+@triton.jit
+def _update_running_block(stats, VW, v0, c, cm, count, rm, rv, momentum):
+    """Channels c (mask cm) of statistics set g (rm, rv) from group g's batch statistics, as aten: momentum,
+    unbiased variance."""
+    G = tl.num_programs(1)
+    g = tl.program_id(1)
+    mean = tl.load(stats + g * VW + v0 + c, mask=cm, other=0.0) / count
+    var = tl.maximum(tl.load(stats + (G + g) * VW + v0 + c, mask=cm, other=0.0) / count - mean * mean, 0.0)
+    old_mean = tl.load(rm + c, mask=cm, other=0.0).to(tl.float64)
+    old_var = tl.load(rv + c, mask=cm, other=0.0).to(tl.float64)
+    tl.store(rm + c, (momentum * mean + (1 - momentum) * old_mean).to(rm.dtype.element_ty), mask=cm)
+    tl.store(rv + c, (momentum * (var * count / (count - 1)) + (1 - momentum) * old_var).to(rv.dtype.element_ty),
+             mask=cm)
 
 
 @triton.jit
 def _update_running(stats, VW, v0, NC, count, rm, rv, nbt, consts, BLOCK: tl.constexpr):
-    """Statistics set g (rm, rv) from group g's batch statistics, as aten: momentum, unbiased variance;
-    group 0 counts the batch in num_batches_tracked, which BatchNorm2d keeps once for all sets."""
-    G = tl.num_programs(1)
-    g = tl.program_id(1)
+    """Statistics set g (rm, rv) from group g's batch statistics; group 0 counts the batch in
+    num_batches_tracked, which BatchNorm2d keeps once for all sets."""
     momentum = tl.load(consts + 1)
     for c0 in range(0, NC, BLOCK):
         c = c0 + tl.arange(0, BLOCK)
-        cm = c < NC
-        mean = tl.load(stats + g * VW + v0 + c, mask=cm, other=0.0) / count
-        var = tl.maximum(tl.load(stats + (G + g) * VW + v0 + c, mask=cm, other=0.0) / count - mean * mean, 0.0)
-        old_mean = tl.load(rm + c, mask=cm, other=0.0).to(tl.float64)
-        old_var = tl.load(rv + c, mask=cm, other=0.0).to(tl.float64)
-        tl.store(rm + c, (momentum * mean + (1 - momentum) * old_mean).to(rm.dtype.element_ty), mask=cm)
-        tl.store(rv + c, (momentum * (var * count / (count - 1)) + (1 - momentum) * old_var).to(rv.dtype.element_ty),
-                 mask=cm)
-    if g == 0:
+        _update_running_block(stats, VW, v0, c, c < NC, count, rm, rv, momentum)
+    if tl.program_id(1) == 0:
         tl.store(nbt, tl.load(nbt) + 1)
 
 
@@ -464,7 +477,7 @@ def out_conv_backward_kernel(grad, seg0, a3, a2, h, w3, g_mid, g_head, fstats, r
             hv = tl.load(h + n * HC * HW + off_o, mask=mo, other=0.0)
             tl.store(g_head + n * HC * HW + off_o, _bn_input_grad(gy, hv, mean_s, inv_s, k_s, r0_s, r1_s, TRAIN),
                      mask=mo)
-    tl.atomic_add(dw3 + co[:, None] * M + cj[None, :], gw, mask=comask[:, None] & cjmask[None, :])
+    tl.atomic_add(dw3 + co[:, None] * M + cj[None, :], gw, mask=comask[:, None] & cjmask[None, :], sem=ATOMIC_SEM)
     _add_sums(rstats, VW, HS + M + cj, cjmask, s0, s1)
     if _first_program():
         _write_bn_grads(rstats, VW, HS + 2 * M, O, dgamma3, dbeta3, BLOCK_O)
@@ -560,7 +573,8 @@ def conv3x3_backward_weight_kernel(g_mid, a2, h, dw2, fstats, rstats, consts,
         ms = valid[:, None] & cmask[None, :]
         hv = tl.load(h + (n * HC + HS) * HW + c[None, :] * HW + (ys * W + xs)[:, None], mask=ms, other=0.0)
         gw = _mm(tl.trans(ga2), _bn_relu(hv, mean1, scale1, beta1v, ms), gw, PREC)
-    tl.atomic_add(dw2 + (c[:, None] * M + c[None, :]) * 9 + tap, gw, mask=cmask[:, None] & cmask[None, :])
+    tl.atomic_add(dw2 + (c[:, None] * M + c[None, :]) * 9 + tap, gw, mask=cmask[:, None] & cmask[None, :],
+                  sem=ATOMIC_SEM)
 
 
 @triton.jit(do_not_specialize=['split', 'N', 'late'])
@@ -604,7 +618,7 @@ def head_backward_kernel(z_lo, z_hi, split, w_s, w_b, g_head, h, grad, dw_s, dw_
         gz = _mm(gh, w, tl.zeros([BLOCK_P, BLOCK_C], dtype=w.dtype), PREC)
         tl.store(grad + zb + off, tl.load(grad + zb + off, mask=mc, other=0.0) + gz, mask=mc)
         gw = _mm(tl.trans(gh), zt, gw, PREC)
-    tl.atomic_add(dw_s + w_off, gw, mask=shortcut_rows)
-    tl.atomic_add(dw_b + w_off - HS * C, gw, mask=branch_rows)
+    tl.atomic_add(dw_s + w_off, gw, mask=shortcut_rows, sem=ATOMIC_SEM)
+    tl.atomic_add(dw_b + w_off - HS * C, gw, mask=branch_rows, sem=ATOMIC_SEM)
     if _first_program():
         _write_bn_grads(rstats, VW, HS, M, dgamma1, dbeta1, BLOCK_HC)

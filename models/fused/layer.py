@@ -121,18 +121,26 @@ def usable(layer, x):
     reason = unusable_reason(layer, x)
     if reason is None:
         return True
-    if reason not in _noted:
-        _noted.add(reason)
-        print(f'note: -kernels triton: {reason}; using the aten GunnLayer path', file=sys.stderr)
+    note = f'note: -kernels {layer.kernels}: {reason}; using the aten GunnLayer path'
+    if note not in _noted:
+        _noted.add(note)
+        print(note, file=sys.stderr)
     return False
 
 
 def forward(layer, x):
+    return run(layer, x, _run_forward, _run_backward)
+
+
+def run(layer, x, run_forward, run_backward):
+    """The layer's output through one version of the fused kernels: run_forward(layer, x, keep) returns
+    (output, geometry, forward statistics, what backward keeps); run_backward(layer, geometry, x, output,
+    statistics, kept, grad_out) returns (d loss / d x, parameter gradients)."""
     x = x.contiguous()
     params = list(layer.parameters())
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
-        return _FusedGunnLayerFunction.apply(layer, x, *params)
-    return _run_forward(layer, x, keep=False)[0]
+        return _FusedGunnLayerFunction.apply((run_forward, run_backward), layer, x, *params)
+    return run_forward(layer, x, keep=False)[0]
 
 
 def batch_norms(unit):
@@ -315,6 +323,16 @@ UNIT_PARAMETERS = ('w_s', 'gamma_s', 'beta_s', 'w_b', 'gamma1', 'beta1', 'w2', '
                    'w3', 'gamma3', 'beta3')  # UpdateUnit.parameters() order (no shortcut: the last 9)
 
 
+def parameter_gradients(layer, geo, device):
+    """(one zeroed buffer, the gradients of layer.parameters() as views of it, and per unit a dict of its own
+    by UNIT_PARAMETERS name)."""
+    params = list(layer.parameters())
+    flat = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype, device=device)
+    grads = [g.view_as(p) for g, p in zip(flat.split([p.numel() for p in params]), params)]
+    names = UNIT_PARAMETERS if geo.shortcut else UNIT_PARAMETERS[3:]
+    return flat, grads, [dict(zip(names, grads[i:i + len(names)])) for i in range(0, len(grads), len(names))]
+
+
 def _run_forward(layer, x, keep):
     """(output, geometry, forward statistics, kept activations) of the fused forward."""
     geo = Geometry(layer, x)
@@ -339,17 +357,13 @@ def _run_backward(layer, geo, x, out, fstats, kept, grad_out):
     S, O = layer.nSegments, geo.O
     grad = grad_out.clone(memory_format=torch.contiguous_format)  # becomes d loss / d x, segment by segment
     rstats = geo.stats_workspace(S, x.device, zeroed=True)
-    params = list(layer.parameters())
-    flat = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype, device=x.device)
-    grads = [g.view_as(p) for g, p in zip(flat.split([p.numel() for p in params]), params)]
-    names = UNIT_PARAMETERS if geo.shortcut else UNIT_PARAMETERS[3:]
+    _, grads, unit_grads = parameter_gradients(layer, geo, x.device)
     g_mid = x.new_empty(geo.N, geo.M, geo.HW)
     g_head = x.new_empty(geo.N, geo.HC, geo.HW)
     if not kept:
         h, a2, a3 = (x.new_empty(geo.N, c, geo.HW) for c in (geo.HC, geo.M, geo.O))
     for i in reversed(range(S)):
         unit, seg0 = layer.units[i], i * O
-        unit_grads = dict(zip(names, grads[i * len(names):(i + 1) * len(names)]))
         if kept:
             h, a2, a3 = (t[i] for t in kept)
         else:  # -optnet: recompute the unit's activations with the forward's statistics
@@ -357,24 +371,24 @@ def _run_backward(layer, geo, x, out, fstats, kept, grad_out):
             conv3x3_forward(geo, unit, h, a2, fstats[i], stats=False, update=False)
             out_conv_forward(geo, unit, a2, a3, fstats[i], stats=False, update=False)
         out_bn_backward_sums(geo, unit, grad, seg0, a3, h, fstats[i], rstats[i])
-        out_conv_backward(geo, unit, grad, seg0, a3, a2, h, g_mid, g_head, fstats[i], rstats[i], unit_grads)
-        conv3x3_backward_input(geo, unit, g_mid, a2, h, g_head, fstats[i], rstats[i], unit_grads)
-        conv3x3_backward_weight(geo, unit, g_mid, a2, h, fstats[i], rstats[i], unit_grads)
-        head_backward(geo, unit, out, x, seg0, g_head, h, grad, fstats[i], rstats[i], unit_grads)
+        out_conv_backward(geo, unit, grad, seg0, a3, a2, h, g_mid, g_head, fstats[i], rstats[i], unit_grads[i])
+        conv3x3_backward_input(geo, unit, g_mid, a2, h, g_head, fstats[i], rstats[i], unit_grads[i])
+        conv3x3_backward_weight(geo, unit, g_mid, a2, h, fstats[i], rstats[i], unit_grads[i])
+        head_backward(geo, unit, out, x, seg0, g_head, h, grad, fstats[i], rstats[i], unit_grads[i])
     return grad, grads
 
 
 class _FusedGunnLayerFunction(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, layer, x, *params):
-        out, geo, fstats, kept = _run_forward(layer, x, keep=layer.memory != 'recompute')
-        ctx.layer, ctx.geo = layer, geo
+    def forward(ctx, runs, layer, x, *params):
+        out, geo, fstats, kept = runs[0](layer, x, keep=layer.memory != 'recompute')
+        ctx.run_backward, ctx.layer, ctx.geo = runs[1], layer, geo
         ctx.save_for_backward(x, out, fstats, *kept)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         x, out, fstats, *kept = ctx.saved_tensors
-        grad, grads = _run_backward(ctx.layer, ctx.geo, x, out, fstats, kept, grad_out)
-        return (None, grad, *grads)
+        grad, grads = ctx.run_backward(ctx.layer, ctx.geo, x, out, fstats, kept, grad_out)
+        return (None, None, grad, *grads)
