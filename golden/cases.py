@@ -17,6 +17,12 @@ COMPACT = os.path.join(ROOT, 'golden', 'compact')  # the golden set kept in the 
 
 def load_case(name, folder=COMPACT):
     """(meta, {tensor name: read-only numpy array}) of the golden case NAME in folder."""
+    header, tensors = read_case(name, folder)
+    return header['meta'], tensors
+
+
+def read_case(name, folder):
+    """(the case's json header, {tensor name: read-only numpy array}), in the header's tensor order."""
     with open(os.path.join(folder, name + '.json')) as f:
         header = json.load(f)
     with open(os.path.join(folder, header['bin_file']), 'rb') as f:
@@ -30,7 +36,7 @@ def load_case(name, folder=COMPACT):
         if count * dtype.itemsize != spec['nbytes']:
             raise ValueError(f'{name}: tensor {key} has {spec["nbytes"]} bytes for shape {spec["shape"]}')
         tensors[key] = np.frombuffer(blob, dtype, count, spec['offset']).reshape(spec['shape'])
-    return header['meta'], tensors
+    return header, tensors
 
 
 def rel_err(ours, lua):

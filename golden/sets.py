@@ -35,7 +35,7 @@ def checkpoint_base(case):
     return case[:-len(CHECKPOINT)]
 
 
-def _listed(folder):
+def listed(folder):
     """(name, kind, files) as the manifest lists them, or the reference set's cases without one."""
     path = os.path.join(folder, MANIFEST)
     if not os.path.isfile(path):
@@ -49,7 +49,7 @@ def _listed(folder):
 def expected(folder):
     """Every case the set in folder should hold, in report order."""
     cases = []
-    for name, kind, files in _listed(folder):
+    for name, kind, files in listed(folder):
         data = tuple(f for f in files if f != name + CHECKPOINT)
         cases.append(Case(name, kind, data, folder))
         if name + CHECKPOINT in files:

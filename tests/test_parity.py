@@ -128,3 +128,18 @@ def test_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as stop:
         parity_command.main(argv)
     assert stop.value.code == 2 and capsys.readouterr().err.startswith('parity.py: error: ')
+
+
+def test_two_sets_compare_case_by_case(tmp_path, capsys):
+    """python -m golden.compare: equal sets exit 0; a changed tensor is a difference naming case and tensor."""
+    from golden import compare
+    assert compare.main([golden.COMPACT, golden.COMPACT, '--cases', 'extras,gunnlayer_imagenet']) == 0
+    for name in ('extras.json', 'extras.bin'):
+        shutil.copy(os.path.join(golden.COMPACT, name), tmp_path)
+    blob = bytearray((tmp_path / 'extras.bin').read_bytes())
+    blob[-1] ^= 1
+    (tmp_path / 'extras.bin').write_bytes(bytes(blob))
+    capsys.readouterr()
+    assert compare.main([golden.COMPACT, str(tmp_path), '--cases', 'extras']) == 1
+    out = capsys.readouterr().out
+    assert 'DIFFERS' in out and 'extras: sgd/momentum_buffer_after3: max abs' in out

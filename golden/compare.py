@@ -1,12 +1,11 @@
-"""Compare two golden sets case by case (numpy only).
+"""Two golden sets compared case by case: python -m golden.compare REFERENCE OTHER [--cases A,B]
+[--expect CASE[:ITEM]]... [--details N]
 
-    python lua/compare_sets.py REFERENCE OTHER [--cases A,B] [--expect CASE[:ITEM]]... [--details N]
-
-A set is a folder of NAME.json + NAME.bin cases (plus other files such as .t7 checkpoints), described by
-its cases.json manifest when it has one. For every case of REFERENCE: every tensor bit for bit (else the
-max absolute and max relative difference), the meta (equal, or the differing keys; wall-clock timings and
-paths are ignored) and the other files byte for byte. Prints one table row per case and the differences
-below it. Exit status 1 if anything differs that --expect does not name (CASE: the whole case;
+How a regenerated set (lua/generate.sh) is shown to equal the one it regenerates. For every case of REFERENCE
+(its cases.json, or the reference set's cases): every tensor bit for bit (else the max absolute and max
+relative difference), the meta (equal, or the differing keys; wall-clock timings and paths are ignored) and
+the other files byte for byte, or, for a Torch7 file, content for content. Prints one table row per case and
+the differences below it. Exit status 1 if anything differs that --expect does not name (CASE: the whole case;
 CASE:ITEM a tensor name, a meta key path such as meta.cases.x.draws, or a file name), 2 on a usage error.
 """
 import argparse
@@ -15,49 +14,18 @@ import math
 import os
 import re
 import sys
-from struct import error as struct_error
+import tempfile
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import t7read  # noqa: E402
+from golden import sets
+from golden.cases import read_case
+from support.errors import GunnError
+from torch7 import serialization
 
 # meta keys that hold wall-clock measurements, paths or the generator's own command lines
 IGNORED_KEYS = {'wall_seconds', 'cpu_seconds_eval_forward', 'command', 'generated_at', 'paths'}
 TIMINGS = re.compile(r'Time +[0-9.]+ +Data +[0-9.]+')
-
-
-def manifest(folder):
-    """{case: [files]} of a set: its cases.json, else every NAME.json with a NAME.bin (+ NAME_*.t7)."""
-    path = os.path.join(folder, 'cases.json')
-    if os.path.isfile(path):
-        with open(path) as f:
-            return {name: info['files'] for name, info in json.load(f)['cases'].items()}
-    names = sorted(n[:-5] for n in os.listdir(folder)
-                   if n.endswith('.json') and n != 'cases.json' and os.path.isfile(os.path.join(folder, n[:-5] + '.bin')))
-    cases = {n: [n + '.json', n + '.bin'] for n in names}
-    for f in sorted(os.listdir(folder)):
-        if f.endswith('.t7'):
-            owner = max((n for n in names if f.startswith(n + '_')), key=len, default=None)
-            if owner:
-                cases[owner].append(f)
-    return cases
-
-
-def load(folder, name):
-    with open(os.path.join(folder, name + '.json')) as f:
-        header = json.load(f)
-    with open(os.path.join(folder, header['bin_file']), 'rb') as f:
-        blob = f.read()
-    if len(blob) != header['bin_size']:
-        raise ValueError(f'{name}.bin has {len(blob)} bytes, its header says {header["bin_size"]}')
-    return header, blob
-
-
-def tensor(header, blob, key):
-    spec = header['tensors'][key]
-    dtype = np.dtype(spec['dtype']).newbyteorder('<')
-    return np.frombuffer(blob, dtype, int(np.prod(spec['shape'])), spec['offset']).reshape(spec['shape'])
 
 
 def tensor_difference(a, b):
@@ -119,28 +87,63 @@ def t7_difference(a, b):
     """None when two Torch7 files are the same bytes; else a description (content equal or not)."""
     if a == b:
         return None
-    try:
-        diffs = t7read.differences(t7read.load(a), t7read.load(b))
-    except (ValueError, KeyError, struct_error) as e:
-        return f'bytes differ ({len(a)} vs {len(b)}) and cannot be read: {e}'
+    with tempfile.TemporaryDirectory() as folder:
+        trees = []
+        for name, data in (('a.t7', a), ('b.t7', b)):
+            path = os.path.join(folder, name)
+            with open(path, 'wb') as f:
+                f.write(data)
+            try:
+                trees.append(serialization.load(path))
+            except GunnError as e:
+                return f'bytes differ ({len(a)} vs {len(b)}) and cannot be read: {e}'
+        diffs = t7_differences(*trees)
     if not diffs:
         return 'CONTENT-EQUAL'
     return f'content differs: {"; ".join(diffs[:3])}'
 
 
+def t7_differences(a, b, path='', seen=None):
+    """Paths where two loaded Torch7 trees differ, comparing tables as unordered maps (LuaJIT writes a
+    table's keys in another order from one process to the next) and tensors element for element."""
+    seen = set() if seen is None else seen
+    if (id(a), id(b)) in seen:
+        return []
+    seen.add((id(a), id(b)))
+    if serialization.is_module(a) and serialization.is_module(b):
+        if a.torch_typename() != b.torch_typename():
+            return [f'{path}: {a.torch_typename()} vs {b.torch_typename()}']
+        return t7_differences(a._obj, b._obj, path, seen)
+    if isinstance(a, serialization.TensorView) and isinstance(b, serialization.TensorView):
+        a, b = a.array(path, 'a'), b.array(path, 'b')
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):  # a tensor, or a storage
+        difference = tensor_difference(a, b)
+        return [] if difference is None else [f'{path}: {difference}']
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            name = int(k) if isinstance(k, float) and k.is_integer() else k
+            if k not in a or k not in b:
+                out.append(f'{path}.{name}: present in one file only')
+            else:
+                out += t7_differences(a[k], b[k], f'{path}.{name}', seen)
+        return out
+    return [] if type(a) is type(b) and a == b else [f'{path}: {a!r} vs {b!r}']
+
+
 def compare_case(ref, other, name, files):
     """(tensors equal, tensor count, [difference lines as (item, text)])."""
     diffs, notes_only = [], []
-    h1, b1 = load(ref, name)
+    h1, t1 = read_case(name, ref)
     if not os.path.isfile(os.path.join(other, name + '.json')):
         return 0, len(h1['tensor_order']), [(name, 'missing in the other set')], []
-    h2, b2 = load(other, name)
+    h2, t2 = read_case(name, other)
     equal = 0
     for key in h1['tensor_order']:
         if key not in h2['tensors']:
             diffs.append((key, 'tensor missing'))
             continue
-        x, y = tensor(h1, b1, key), tensor(h2, b2, key)
+        x, y = t1[key], t2[key]
         d = tensor_difference(x, y)
         if d is not None and key.endswith('.t7') and x.dtype == np.uint8 and y.dtype == np.uint8:
             d = t7_difference(x.tobytes(), y.tobytes())
@@ -194,14 +197,14 @@ def main(argv):
     a = p.parse_args(argv)
     for d in (a.reference, a.other):
         if not os.path.isdir(d):
-            print(f'compare_sets.py: not a folder: {d}', file=sys.stderr)
+            print(f'python -m golden.compare: not a folder: {d}', file=sys.stderr)
             return 2
-    cases = manifest(a.reference)
+    cases = {name: files for name, kind, files in sets.listed(a.reference)}
     if a.cases:
         wanted = a.cases.split(',')
         unknown = [c for c in wanted if c not in cases]
         if unknown:
-            print(f'compare_sets.py: not in {a.reference}: {", ".join(unknown)}', file=sys.stderr)
+            print(f'python -m golden.compare: not in {a.reference}: {", ".join(unknown)}', file=sys.stderr)
             return 2
         cases = {c: cases[c] for c in wanted}
     rows, notes, failed = [], [], False
