@@ -3,6 +3,7 @@ all end alike: a usage or option error is one 'PROG: error: ...' line and exit s
 user can fix is one 'error: ...' line and 1; Ctrl-C prints 'interrupted' and exits with 130, SIGTERM (what
 cluster schedulers send first) 'terminated' and 143, each followed by what the command still holds."""
 import argparse
+import os
 import signal
 import sys
 
@@ -49,7 +50,10 @@ def run(main, argv, prog):
 
 
 def ignore_interrupts():
-    """In helper processes (data loader workers): the command's own process handles Ctrl-C and SIGTERM and
-    stops them; left to the default handlers, each would print a traceback of its own."""
+    """In helper processes (data loader workers), forked from the command's process with its handlers. Ctrl-C
+    reaches the whole process group: the command's process handles it and stops the workers, which would each
+    print a traceback of their own. SIGTERM (a scheduler's, to the group; or the command's own exit stopping
+    its workers) ends a worker at once, quietly and with status 0: killed by the signal, the worker would make
+    the data loader of the command's process raise an error of its own while the command stops."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))

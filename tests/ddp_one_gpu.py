@@ -16,8 +16,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from helpers import rank_batches  # noqa: E402
-from test_distributed import run_opt  # noqa: E402
+from helpers import rank_batches, run_opt  # noqa: E402
 
 import models  # noqa: E402
 from support import distributed  # noqa: E402

@@ -26,8 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-
 import torch7_writer as w  # noqa: E402
+
 from support import fileio  # noqa: E402
 from support.errors import GunnError  # noqa: E402
 from torch7 import serialization  # noqa: E402

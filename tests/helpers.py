@@ -26,6 +26,16 @@ def mini_opt(**overrides):
     return opts.defaults(**{'netType': 'gunn-mini', 'dataset': 'digits', 'progress': 'lines', **overrides})
 
 
+def loader_opt(**changes):
+    """Options of a loader test: one process on the CPU, batches of 5, seed 5."""
+    return opts.defaults(**{'gen': 'unused', 'manualSeed': 5, 'nThreads': 0, 'batchSize': 5, 'device': 'cpu', **changes})
+
+
+def run_opt(save, **kw):
+    """Options of a distributed test: float64 on the CPU, global batches of 8, checkpoints in save."""
+    return mini_opt(**{'device': 'cpu', 'batchSize': 8, 'nEpochs': 10, 'precision': 'double', 'save': str(save), **kw})
+
+
 def quiet(fn, *args):
     """(fn(*args), what it printed)."""
     with contextlib.redirect_stdout(io.StringIO()) as out:

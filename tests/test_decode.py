@@ -9,10 +9,10 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT
 from PIL import Image
 
 from datasets.decode import load_image
-from helpers import ROOT
 from support.errors import GunnError
 
 UNIT8, UNIT16 = torch.tensor(1 / 255), torch.tensor(1 / 65535)

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from helpers import mini_opt, rank_batches, run_state
+from helpers import rank_batches, run_opt, run_state
 
 import checkpoints
 import models
@@ -22,10 +22,6 @@ from train import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = ['-netType', 'gunn-mini', '-dataset', 'digits', '-batchSize', '64', '-nThreads', '1', '-device', 'cpu']
-
-
-def run_opt(save, **kw):
-    return mini_opt(**{'device': 'cpu', 'batchSize': 8, 'nEpochs': 10, 'precision': 'double', 'save': str(save), **kw})
 
 
 def train_two_steps(opt, process):

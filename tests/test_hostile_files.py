@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-
-import models
 import torch7_writer
 from helpers import ROOT, mini_opt
+
+import models
 
 
 @pytest.mark.parametrize('kind', ['t7', 'pt'])

@@ -8,13 +8,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import FAST, mini, mini_opt, tiny_loaders
 from PIL import Image
 
 import checkpoints
 import main
 import opts
 from datasets import decode, digits
-from helpers import FAST, mini, mini_opt, tiny_loaders
 from pretrained import export_onnx
 from support import distributed
 from support.epoch_log import EpochLog, Events

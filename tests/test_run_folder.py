@@ -8,11 +8,11 @@ import os
 
 import pytest
 import torch
+from helpers import FAST, tiny_loaders
 
 import checkpoints
 import main
 import opts
-from helpers import FAST, tiny_loaders
 from support import distributed
 from support.errors import GunnError
 from train import Trainer

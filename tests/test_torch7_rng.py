@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import cifar_like as dataloader_cifar_like
-from helpers import mini_opt
-from test_dataloader import options
+from helpers import loader_opt, mini_opt
 
 import checkpoints
 import main
@@ -89,7 +88,7 @@ N = 13  # images of the split
 
 
 def loader_options(**changes):
-    return options(**{'nThreads': 2, 'batchSize': 3, **changes})
+    return loader_opt(**{'nThreads': 2, 'batchSize': 3, **changes})
 
 
 def cifar_like(split):
