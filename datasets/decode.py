@@ -54,16 +54,19 @@ def read_bytes(path, what='image'):
     except OSError as e:
         raise GunnError(f'cannot read {what} {path}: {e.strerror}') from None
     try:
-        mode, size = os.fstat(fd).st_mode, os.fstat(fd).st_size
-        if not stat.S_ISREG(mode):
-            raise GunnError(f'cannot read {what} {path}: not a regular file ({file_kind(mode)})')
-        with os.fdopen(os.dup(fd), 'rb') as f:
-            data = f.read(MAX_FILE_BYTES + 1) if size <= MAX_FILE_BYTES else b''
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise GunnError(f'cannot read {what} {path}: not a regular file ({file_kind(status.st_mode)})')
+        if status.st_size > MAX_FILE_BYTES:
+            raise GunnError(f'cannot read {what} {path}: larger than {MAX_FILE_BYTES // 2**20} MB')
+        data = os.read(fd, status.st_size)  # one read of a regular file gets all of it
+        if len(data) != status.st_size or os.read(fd, 1):
+            raise GunnError(f'cannot read {what} {path}: it changed while it was read')
+        return data
+    except OSError as e:
+        raise GunnError(f'cannot read {what} {path}: {e.strerror}') from None
     finally:
         os.close(fd)
-    if size > MAX_FILE_BYTES or len(data) > MAX_FILE_BYTES:
-        raise GunnError(f'cannot read {what} {path}: larger than {MAX_FILE_BYTES // 2**20} MB')
-    return data
 
 
 def file_kind(mode):
