@@ -75,24 +75,10 @@ def file_kind(mode):
     return next((name for test, name in kinds if test(mode)), 'not a regular file')
 
 
-def _header(data):
-    """(width, height, EXIF orientation) from the file's header, without decoding its pixels."""
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', Image.DecompressionBombWarning)  # load_image checks the size itself
-        with Image.open(io.BytesIO(data)) as img:
-            orientation = img.getexif().get(_EXIF_ORIENTATION, 1) if data.startswith(TORCHCODEC_FORMATS) else 1
-            return img.width, img.height, orientation
-
-
 def _decode_with_torchcodec(data, orientation):
     decoders = optional.require('torchcodec.decoders', 'decoding JPEG and PNG images', 'torchcodec')
     samples = decoders.decode_image(data, mode='RGB', output_dtype='auto')
     return _UNTURN[orientation](samples) if orientation in _UNTURN else samples
-
-
-def _decode_with_pillow(data):
-    with Image.open(io.BytesIO(data)) as img:
-        return torch.from_numpy(np.array(img.convert('RGB'))).permute(2, 0, 1)
 
 
 def load_image(path):
@@ -101,13 +87,16 @@ def load_image(path):
     transform takes any layout, and the resize reads this one directly."""
     data = read_bytes(path)
     try:
-        width, height, orientation = _header(data)
-        if width * height > MAX_PIXELS:
-            raise GunnError(f'cannot read image {path}: {width}x{height} pixels, more than {MAX_PIXELS}')
-        if data.startswith(TORCHCODEC_FORMATS):
-            samples = _decode_with_torchcodec(data, orientation)
-        else:
-            samples = _decode_with_pillow(data)
+        with warnings.catch_warnings():  # Pillow's decompression-bomb warning: the size is checked below
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))  # the header only
+        with img:
+            if img.width * img.height > MAX_PIXELS:
+                raise GunnError(f'cannot read image {path}: {img.width}x{img.height} pixels, more than {MAX_PIXELS}')
+            if data.startswith(TORCHCODEC_FORMATS):
+                samples = _decode_with_torchcodec(data, img.getexif().get(_EXIF_ORIENTATION, 1))
+            else:
+                samples = torch.from_numpy(np.array(img.convert('RGB'))).permute(2, 0, 1)
     except UnidentifiedImageError:
         raise GunnError(f'cannot read image {path}: not an image file of a known format') from None
     except (RuntimeError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
